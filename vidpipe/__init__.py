@@ -1,0 +1,1 @@
+"""vidpipe: turn uploaded videos into web-ready rendition ladders and thumbnails."""

@@ -1,0 +1,39 @@
+"""The one ``Definitions`` object: assets, job, sensor and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from vidpipe import settings
+from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail, videos
+from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
+from vidpipe.defs.sensors import build_upload_sensor
+from vidpipe.media.ladder import DEFAULT_LADDER, Rung
+
+PROCESS_JOB_NAME = "process_video"
+
+
+def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDefinition]:
+    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset(ladder)]
+
+
+def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitions:
+    process_video = dg.define_asset_job(
+        PROCESS_JOB_NAME,
+        selection=dg.AssetSelection.all(),
+        partitions_def=videos,
+        description="Everything vidpipe makes from one uploaded video.",
+    )
+    return dg.Definitions(
+        assets=build_assets(ladder),
+        jobs=[process_video],
+        sensors=[build_upload_sensor(process_video)],
+        resources={
+            "storage": LocalVideoStorage(root=str(settings.storage_dir())),
+            "ffmpeg": FFmpegResource(),
+            "inbox": InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds()),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""The Dagster layer: thin definitions over ``vidpipe.media``."""

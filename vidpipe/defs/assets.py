@@ -1,0 +1,208 @@
+"""Assets: the upload taken into storage, its renditions, its thumbnail and its manifest."""
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from vidpipe.defs.resources import FFmpegResource, VideoStorage
+from vidpipe.media.encoder import Progress
+from vidpipe.media.errors import UploadError, VidpipeError
+from vidpipe.media.files import write_atomically
+from vidpipe.media.ladder import DEFAULT_LADDER, Rung, plan_ladder
+from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest
+from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
+
+videos = dg.DynamicPartitionsDefinition(name="videos")
+
+UPLOAD_PATH_TAG = "vidpipe/upload_path"
+UPLOAD_NAME_TAG = "vidpipe/upload_name"
+THUMBNAIL_CODE_VERSION = "1"
+MANIFEST_CODE_VERSION = "1"
+TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@contextmanager
+def failures_for_people() -> Iterator[None]:
+    """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
+
+    Errors about the input itself are final (``allow_retries=False``); a killed or
+    timed-out ffmpeg goes through the retry policy.
+    """
+    try:
+        yield
+    except VidpipeError as err:
+        raise dg.Failure(
+            description=err.message,
+            metadata={k: dg.MetadataValue.text(v) for k, v in err.context().items()},
+            allow_retries=err.retryable,
+        ) from err
+
+
+def rendition_key(rung: Rung) -> dg.AssetKey:
+    return dg.AssetKey(["renditions", rung.name])
+
+
+@dg.asset(partitions_def=videos, group_name="ingest", code_version="1", retry_policy=TRANSIENT_RETRIES)
+def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource) -> dg.Output:
+    """The upload, copied into immutable storage and probed.
+
+    A run started by the upload sensor names the inbox file in its tags; a backfill
+    reuses the original already in storage.
+    """
+    key = context.partition_key
+    with failures_for_people():
+        stored = storage.stored_original(key)
+        if stored is None:
+            upload = context.run.tags.get(UPLOAD_PATH_TAG)
+            if not upload or not Path(upload).is_file():
+                raise UploadError(
+                    f"no stored original for {key} and the upload {upload or '(not recorded)'} is gone",
+                    path=upload,
+                )
+            name = context.run.tags.get(UPLOAD_NAME_TAG) or Path(upload).name
+            stored = storage.store_original(key, Path(upload), name)
+        info = ffmpeg.probe(stored.path)
+    source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, path=stored.path, info=info)
+    return dg.Output(
+        source,
+        metadata={
+            "original_name": stored.name,
+            "sha256": stored.sha256,
+            "stored_at": dg.MetadataValue.path(str(stored.path)),
+            **info.as_metadata(),
+        },
+    )
+
+
+def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
+    """One asset per rung, all made by one op that encodes the selected rungs in one ffmpeg run."""
+    rungs = {rung.name: rung for rung in ladder}
+
+    @dg.multi_asset(
+        name="renditions",
+        outs={
+            rung.name: dg.AssetOut(
+                key=rendition_key(rung),
+                code_version=rung.code_version,
+                group_name="renditions",
+                description=f"{rung.format.name.upper()} in {rung.format.container.upper()}, {rung.short_side} lines",
+                metadata={"short_side": rung.short_side, "crf": rung.crf, "max_video_kbps": rung.max_video_kbps},
+            )
+            for rung in ladder
+        },
+        partitions_def=videos,
+        can_subset=True,
+        pool="ffmpeg",
+        retry_policy=TRANSIENT_RETRIES,
+    )
+    def renditions(
+        context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
+    ) -> Iterator[dg.Output]:
+        selected = [rungs[name] for name in context.op_execution_context.selected_output_names]
+        plan = plan_ladder(source_video.info, ladder)
+        planned = [p for p in plan.renditions if p.rung in selected]
+        argv: list[str] = []
+        outputs = {}
+        with failures_for_people():
+            if planned:
+                out_dir = storage.output_dir(source_video.key, "renditions")
+                context.log.info(
+                    "encoding " + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned) + " in one ffmpeg run"
+                )
+                argv, outputs = ffmpeg.encode(
+                    source_video.path, source_video.info, planned, out_dir, on_progress=_progress_logger(context)
+                )
+            described = {name: ffmpeg.probe(path) for name, path in outputs.items()}
+        for rung in selected:
+            if rung.name not in described:
+                yield dg.Output(None, output_name=rung.name, metadata={"produced": False, "reason": plan.skipped[rung.name]})
+                continue
+            info = described[rung.name]
+            yield dg.Output(
+                RenditionFile(
+                    name=rung.name, path=outputs[rung.name], container=rung.format.container, info=info, argv=tuple(argv)
+                ),
+                output_name=rung.name,
+                metadata={
+                    "produced": True,
+                    "path": dg.MetadataValue.path(str(outputs[rung.name])),
+                    "width": info.display_width,
+                    "height": info.display_height,
+                    "duration": round(info.duration, 3),
+                    "bitrate": info.bit_rate or 0,
+                    "bytes": info.size_bytes,
+                    "ffmpeg_argv": dg.MetadataValue.json(argv),
+                },
+            )
+
+    return renditions
+
+
+def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5.0):
+    last = [0.0]
+
+    def log(progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.finished or now - last[0] >= every_seconds:
+            last[0] = now
+            speed = f" at {progress.speed:g}x" if progress.speed else ""
+            context.log.info(
+                f"encoding {progress.fraction:.0%} ({progress.seconds_done:.1f} of {progress.seconds_total:.1f} s){speed}"
+            )
+
+    return log
+
+
+@dg.asset(partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES)
+def thumbnail(source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage) -> dg.Output:
+    """The first decoded frame, upright, as JPEG and WebP at a few widths."""
+    with failures_for_people():
+        frame = ffmpeg.first_frame(source_video.path, source_video.info)
+    files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
+    return dg.Output(
+        files,
+        metadata={
+            "preview": dg.MetadataValue.md(f"![first frame]({preview_data_uri(frame)})"),
+            "width": frame.width,
+            "height": frame.height,
+            "files": len(files),
+            "path": dg.MetadataValue.path(str(files[0].path.parent)),
+        },
+    )
+
+
+def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=videos,
+        group_name="manifest",
+        code_version=MANIFEST_CODE_VERSION,
+        ins={rung.name: dg.AssetIn(key=rendition_key(rung)) for rung in ladder},
+    )
+    def video_manifest(
+        source_video: SourceVideo, thumbnail: list[ThumbnailFile], storage: VideoStorage, **renditions: RenditionFile | None
+    ) -> dg.Output:
+        """The JSON document a web app reads to build its player: every output of one video."""
+        manifest_dir = storage.output_dir(source_video.key)
+        produced = [renditions[rung.name] for rung in ladder if renditions.get(rung.name) is not None]
+        manifest = build_manifest(source_video, produced, thumbnail, manifest_dir)
+        path = manifest_dir / "manifest.json"
+        write_atomically(path, json.dumps(manifest, indent=2).encode())
+        return dg.Output(
+            manifest,
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "renditions": dg.MetadataValue.md(
+                    "\n".join(
+                        ["| name | size | bitrate | bytes |", "|---|---|---|---|"]
+                        + [f"| {r['name']} | {r['width']}x{r['height']} | {r['bitrate']} | {r['bytes']} |" for r in manifest["renditions"]]
+                    )
+                ),
+                "manifest": dg.MetadataValue.json(manifest),
+            },
+        )
+
+    return video_manifest

@@ -1,0 +1,129 @@
+"""Resources: where videos are kept, how ffmpeg is run, where uploads arrive."""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from PIL import Image
+
+from vidpipe.inbox import InboxCursor, InboxScan, scan_inbox
+from vidpipe.media.encoder import Progress, build_encode_command, run_encode
+from vidpipe.media.files import copy_atomically_with_sha256, write_atomically
+from vidpipe.media.keys import content_hash_of, is_partition_key
+from vidpipe.media.ladder import PlannedRendition
+from vidpipe.media.probe import VideoInfo, probe
+from vidpipe.media.thumbnail import read_first_frame
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    path: Path
+    name: str
+    sha256: str
+
+
+class VideoStorage(dg.ConfigurableResource):
+    """Where originals and outputs live. Assets only use these methods.
+
+    Implementations hand out local paths: a remote store (S3) downloads the original to
+    a local cache and uploads the output folders once they are complete.
+    """
+
+    @abstractmethod
+    def store_original(self, key: str, upload: Path, name: str) -> StoredOriginal:
+        """Copy an upload into immutable storage; refuse it if its content no longer matches ``key``."""
+
+    @abstractmethod
+    def stored_original(self, key: str) -> StoredOriginal | None:
+        """The original already stored for ``key``, if any."""
+
+    @abstractmethod
+    def output_dir(self, key: str, kind: str = "") -> Path:
+        """A local folder for ``key``'s outputs of one kind (``""`` is the video's own folder)."""
+
+
+class LocalVideoStorage(VideoStorage):
+    """Everything under one folder: ``<root>/<video>/{source.*,renditions/,thumbnails/,manifest.json}``."""
+
+    root: str
+
+    def video_dir(self, key: str) -> Path:
+        if not is_partition_key(key):
+            raise ValueError(f"not a vidpipe partition key: {key!r}")
+        return Path(self.root) / key
+
+    def store_original(self, key: str, upload: Path, name: str) -> StoredOriginal:
+        extension = re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin"
+        target = self.video_dir(key) / f"source.{extension}"
+        sha256 = copy_atomically_with_sha256(upload, target, expected_sha256_prefix=content_hash_of(key))
+        record = {"name": name, "sha256": sha256, "file": target.name}
+        write_atomically(self.video_dir(key) / "source.json", json.dumps(record, indent=2).encode())
+        return StoredOriginal(path=target, name=name, sha256=sha256)
+
+    def stored_original(self, key: str) -> StoredOriginal | None:
+        record_path = self.video_dir(key) / "source.json"
+        if not record_path.exists():
+            return None
+        record = json.loads(record_path.read_text())
+        return StoredOriginal(path=self.video_dir(key) / record["file"], name=record["name"], sha256=record["sha256"])
+
+    def output_dir(self, key: str, kind: str = "") -> Path:
+        directory = self.video_dir(key) / kind
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+
+class FFmpegResource(dg.ConfigurableResource):
+    """How ffmpeg and ffprobe are run: binaries, threads and wall-clock limits."""
+
+    ffmpeg_path: str = "ffmpeg"
+    ffprobe_path: str = "ffprobe"
+    threads: int = 0
+    probe_timeout_seconds: float = 60
+    encode_timeout_seconds: float = 6 * 3600
+
+    def probe(self, path: Path) -> VideoInfo:
+        return probe(path, ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
+
+    def encode(
+        self,
+        source: Path,
+        info: VideoInfo,
+        plans: list[PlannedRendition],
+        out_dir: Path,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> tuple[list[str], dict[str, Path]]:
+        """Encode every plan in one ffmpeg process; return its argv and the published files."""
+        command = build_encode_command(source, info, plans, out_dir, ffmpeg_bin=self.ffmpeg_path, threads=self.threads)
+        outputs = run_encode(
+            command,
+            duration=info.duration,
+            timeout=self.encode_timeout_seconds,
+            on_progress=on_progress,
+            subject=str(source),
+        )
+        return command.argv, outputs
+
+    def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
+        return read_first_frame(source, info, ffmpeg_bin=self.ffmpeg_path, timeout=self.probe_timeout_seconds)
+
+
+class InboxResource(dg.ConfigurableResource):
+    """The upload folder the sensor watches."""
+
+    path: str
+    settle_seconds: float = 2.0
+    hash_budget_seconds: float = 20.0
+
+    def scan(self, cursor: InboxCursor) -> InboxScan:
+        inbox = Path(self.path)
+        inbox.mkdir(parents=True, exist_ok=True)
+        return scan_inbox(
+            inbox, cursor, settle_seconds=self.settle_seconds, hash_budget_seconds=self.hash_budget_seconds
+        )

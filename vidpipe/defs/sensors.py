@@ -1,0 +1,49 @@
+"""The upload sensor: one partition and one run per new video in the inbox."""
+
+import dagster as dg
+
+from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.resources import InboxResource
+from vidpipe.inbox import InboxCursor
+from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
+
+
+def build_upload_sensor(job) -> dg.SensorDefinition:
+    @dg.sensor(job=job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+    def upload_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource) -> dg.SensorResult:
+        """Adds a partition and requests a run for every finished, never-seen upload.
+
+        The content hash is the run key and part of the partition key, so the same bytes
+        uploaded twice (under any name) are processed once.
+        """
+        scan = inbox.scan(InboxCursor.from_json(context.cursor))
+        for name, reason in scan.unreadable.items():
+            context.log.warning(f"cannot read {name!r} in the inbox: {reason}")
+        if scan.waiting:
+            context.log.info(f"{len(scan.waiting)} upload(s) still being written or queued for the next tick")
+        requests: list[dg.RunRequest] = []
+        new_keys: list[str] = []
+        if scan.uploads:
+            known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(videos.name)}
+            for upload in scan.uploads:
+                short_hash = upload.sha256[:HASH_CHARS]
+                if short_hash in known:
+                    context.log.info(f"{upload.name!r} has the same content as video {known[short_hash]}; skipped")
+                    continue
+                key = partition_key(upload.name, upload.sha256)
+                known[short_hash] = key
+                new_keys.append(key)
+                requests.append(
+                    dg.RunRequest(
+                        run_key=upload.sha256,
+                        partition_key=key,
+                        tags={UPLOAD_PATH_TAG: str(upload.path), UPLOAD_NAME_TAG: upload.name},
+                    )
+                )
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
+            cursor=scan.cursor.to_json(),
+        )
+
+    return upload_sensor

@@ -1,0 +1,117 @@
+"""Finding finished uploads in the inbox folder, with a cursor that stays small.
+
+A file counts as finished once its inode has not changed (contents, size, name or
+metadata: its ctime) for ``settle_seconds``. The cursor holds a watermark — every file
+changed before it has been handled — plus the few handled files changed after it, so
+its size depends on how many uploads are in flight, never on how many the inbox has
+seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidpipe.media.files import sha256_file
+
+TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".filepart", "~")
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    sha256: str
+    size: int
+    changed_ns: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class InboxCursor:
+    watermark_ns: int = 0
+    handled: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"watermark_ns": self.watermark_ns, "handled": self.handled}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> InboxCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(watermark_ns=int(data["watermark_ns"]), handled={k: int(v) for k, v in data["handled"].items()})
+
+
+@dataclass(frozen=True)
+class InboxScan:
+    uploads: list[Upload]
+    waiting: list[str]
+    unreadable: dict[str, str]
+    cursor: InboxCursor
+
+
+def is_candidate_name(name: str) -> bool:
+    """Hidden files and the temporary names browsers and copy tools use are not uploads."""
+    return not name.startswith((".", "~")) and not name.lower().endswith(TEMPORARY_SUFFIXES)
+
+
+def scan_inbox(
+    inbox: Path,
+    cursor: InboxCursor,
+    *,
+    settle_seconds: float,
+    hash_budget_seconds: float = 20.0,
+    now_ns: int | None = None,
+) -> InboxScan:
+    """Return the finished uploads not handled yet, oldest change first, and the new cursor.
+
+    Hashing stops once ``hash_budget_seconds`` are spent (after at least one file), so a
+    tick stays short however much arrives; the rest waits for the next scan.
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    settle_ns = int(settle_seconds * 1e9)
+    present: dict[str, int] = {}
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if is_candidate_name(entry.name) and entry.is_file(follow_symlinks=False):
+                present[entry.name] = entry.stat(follow_symlinks=False).st_ctime_ns
+    pending = sorted(
+        (changed, name)
+        for name, changed in present.items()
+        if changed >= cursor.watermark_ns and cursor.handled.get(name) != changed
+    )
+    started = time.monotonic()
+    uploads: list[Upload] = []
+    waiting: list[tuple[int, str]] = []
+    unreadable: dict[str, str] = {}
+    handled = {name: changed for name, changed in cursor.handled.items() if present.get(name) == changed}
+    for changed, name in pending:
+        over_budget = uploads and time.monotonic() - started > hash_budget_seconds
+        if now_ns - changed < settle_ns or over_budget:
+            waiting.append((changed, name))
+            continue
+        path = inbox / name
+        try:
+            uploads.append(Upload(path=path, sha256=sha256_file(path), size=path.stat().st_size, changed_ns=changed))
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            unreadable[name] = err.strerror or str(err)
+        handled[name] = changed
+    if waiting:
+        watermark = min(changed for changed, _ in waiting)
+    else:
+        watermark = max([cursor.watermark_ns, *(changed for changed, _ in pending)])
+    new_cursor = InboxCursor(
+        watermark_ns=watermark,
+        handled={name: changed for name, changed in handled.items() if changed >= watermark},
+    )
+    return InboxScan(
+        uploads=uploads, waiting=[name for _, name in waiting], unreadable=unreadable, cursor=new_cursor
+    )

@@ -1,0 +1,94 @@
+"""The per-video manifest: everything a web player needs, as one JSON document."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidpipe.media.probe import VideoInfo
+from vidpipe.media.thumbnail import ThumbnailFile
+
+MANIFEST_VERSION = 1
+MIME_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """An upload taken into storage: where its immutable copy is and what it contains."""
+
+    key: str
+    name: str
+    sha256: str
+    path: Path
+    info: VideoInfo
+
+
+@dataclass(frozen=True)
+class RenditionFile:
+    """One encoded rendition as ffprobe sees it, and the command that produced it."""
+
+    name: str
+    path: Path
+    container: str
+    info: VideoInfo
+    argv: tuple[str, ...]
+
+
+def build_manifest(
+    source: SourceVideo,
+    renditions: list[RenditionFile],
+    thumbnails: list[ThumbnailFile],
+    manifest_dir: Path,
+) -> dict:
+    """Paths are relative to ``manifest_dir``, where the manifest itself is written."""
+    commands: list[tuple[str, ...]] = []
+    for rendition in renditions:
+        if rendition.argv not in commands:
+            commands.append(rendition.argv)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "video": source.key,
+        "source": {
+            "name": source.name,
+            "sha256": source.sha256,
+            "width": source.info.display_width,
+            "height": source.info.display_height,
+            "duration": round(source.info.duration, 3),
+            "rotation": source.info.rotation,
+            "frame_rate": round(float(source.info.frame_rate), 3),
+            "has_audio": source.info.has_audio,
+        },
+        "renditions": [
+            {
+                "name": r.name,
+                "path": _relative(r.path, manifest_dir),
+                "container": r.container,
+                "mime_type": MIME_TYPES.get(r.container, "application/octet-stream"),
+                "video_codec": r.info.video_codec,
+                "audio_codec": r.info.audio_codec,
+                "width": r.info.display_width,
+                "height": r.info.display_height,
+                "frame_rate": round(float(r.info.frame_rate), 3),
+                "bitrate": r.info.bit_rate,
+                "duration": round(r.info.duration, 3),
+                "bytes": r.info.size_bytes,
+            }
+            for r in renditions
+        ],
+        "thumbnails": [
+            {"path": _relative(t.path, manifest_dir), "format": t.format, "width": t.width, "height": t.height}
+            for t in thumbnails
+        ],
+        "ffmpeg": {
+            "argv": list(commands[0]) if len(commands) == 1 else None,
+            "commands": [
+                {"argv": list(argv), "renditions": [r.name for r in renditions if r.argv == argv]}
+                for argv in commands
+            ],
+        },
+    }
+
+
+def _relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()

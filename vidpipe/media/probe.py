@@ -1,0 +1,191 @@
+"""ffprobe → a typed ``VideoInfo``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+from vidpipe.media.errors import InvalidMediaError, ToolFailedError
+from vidpipe.media.tools import run_tool
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about an uploaded file, as ffprobe reports them.
+
+    ``width``/``height`` are the stored (coded) picture size; ``rotation`` is how many
+    degrees clockwise the picture must be turned to display upright, so the upright
+    display size is ``display_width`` × ``display_height``.
+    """
+
+    container: str
+    duration: float
+    width: int
+    height: int
+    rotation: int
+    sample_aspect_ratio: Fraction
+    avg_frame_rate: Fraction
+    nominal_frame_rate: Fraction
+    pixel_format: str | None
+    color_transfer: str | None
+    video_codec: str
+    video_stream: int
+    audio_stream: int | None
+    has_audio: bool
+    audio_codec: str | None
+    audio_channels: int | None
+    bit_rate: int | None
+    size_bytes: int
+
+    @property
+    def frame_rate(self) -> Fraction:
+        """The rate frames are shown at: the average rate, or the nominal one if unknown."""
+        return self.avg_frame_rate or self.nominal_frame_rate
+
+    @property
+    def display_width(self) -> int:
+        """Upright width in square pixels."""
+        return self._upright()[0]
+
+    @property
+    def display_height(self) -> int:
+        """Upright height in square pixels."""
+        return self._upright()[1]
+
+    @property
+    def short_side(self) -> int:
+        return min(self._upright())
+
+    def _upright(self) -> tuple[int, int]:
+        square_width = round(self.width * self.sample_aspect_ratio)
+        if self.rotation in (90, 270):
+            return self.height, square_width
+        return square_width, self.height
+
+    def as_metadata(self) -> dict[str, object]:
+        """Plain values for logs, UI metadata and manifests."""
+        return {
+            "container": self.container,
+            "duration": round(self.duration, 3),
+            "width": self.display_width,
+            "height": self.display_height,
+            "coded_width": self.width,
+            "coded_height": self.height,
+            "rotation": self.rotation,
+            "sample_aspect_ratio": f"{self.sample_aspect_ratio.numerator}:{self.sample_aspect_ratio.denominator}",
+            "frame_rate": round(float(self.frame_rate), 3),
+            "nominal_frame_rate": str(self.nominal_frame_rate),
+            "pixel_format": self.pixel_format,
+            "color_transfer": self.color_transfer,
+            "video_codec": self.video_codec,
+            "has_audio": self.has_audio,
+            "audio_codec": self.audio_codec,
+            "audio_channels": self.audio_channels,
+            "bit_rate": self.bit_rate,
+            "bytes": self.size_bytes,
+        }
+
+
+def probe(path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
+    """Probe ``path`` with ffprobe and return its facts.
+
+    ffmpeg-python's ``probe()`` has no time limit, so the same ffprobe call runs through
+    ``run_tool``.
+    """
+    path = os.fspath(path)
+    argv = [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", path]
+    try:
+        raw = run_tool(argv, timeout=timeout, subject=path)
+    except ToolFailedError as err:
+        if err.retryable:
+            raise
+        raise InvalidMediaError(
+            "not a readable video: ffprobe could not parse the file", path=path, stderr_tail=err.stderr_tail
+        ) from err
+    return parse_probe(json.loads(raw or b"{}"), path=path)
+
+
+def parse_probe(data: dict, *, path: str) -> VideoInfo:
+    """Turn ffprobe's JSON into ``VideoInfo``; refuse files without a video stream."""
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    video = _default_stream(streams, "video")
+    audio = _default_stream(streams, "audio")
+    if video is None:
+        what = "an audio-only file" if audio else "no video or audio stream"
+        raise InvalidMediaError(f"not a video: {what}", path=path)
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise InvalidMediaError("not a video: the video stream has no picture size", path=path)
+    duration = _float(video.get("duration")) or _float(fmt.get("duration")) or 0.0
+    return VideoInfo(
+        container=fmt.get("format_name", "unknown"),
+        duration=duration,
+        width=width,
+        height=height,
+        rotation=_rotation(video),
+        sample_aspect_ratio=_ratio(video.get("sample_aspect_ratio"), default=Fraction(1)),
+        avg_frame_rate=_ratio(video.get("avg_frame_rate")),
+        nominal_frame_rate=_ratio(video.get("r_frame_rate")),
+        pixel_format=video.get("pix_fmt"),
+        color_transfer=video.get("color_transfer"),
+        video_codec=video.get("codec_name", "unknown"),
+        video_stream=int(video["index"]),
+        audio_stream=int(audio["index"]) if audio else None,
+        has_audio=audio is not None,
+        audio_codec=audio.get("codec_name") if audio else None,
+        audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
+        bit_rate=int(fmt["bit_rate"]) if str(fmt.get("bit_rate", "")).isdigit() else None,
+        size_bytes=int(fmt["size"]) if str(fmt.get("size", "")).isdigit() else os.path.getsize(path),
+    )
+
+
+def _default_stream(streams: list[dict], codec_type: str) -> dict | None:
+    """The stream a player would pick: the one marked default, else the first.
+
+    Cover art (an attached picture) is not a video stream.
+    """
+    candidates = [
+        s
+        for s in streams
+        if s.get("codec_type") == codec_type and not s.get("disposition", {}).get("attached_pic")
+    ]
+    for stream in candidates:
+        if stream.get("disposition", {}).get("default"):
+            return stream
+    return candidates[0] if candidates else None
+
+
+def _rotation(stream: dict) -> int:
+    """Clockwise display rotation, snapped to a multiple of 90.
+
+    ffprobe reports a display matrix as a counter-clockwise angle; older files carry a
+    clockwise ``rotate`` tag instead.
+    """
+    for side_data in stream.get("side_data_list", []):
+        if "rotation" in side_data:
+            return _snap(-float(side_data["rotation"]))
+    rotate_tag = stream.get("tags", {}).get("rotate")
+    return _snap(float(rotate_tag)) if rotate_tag else 0
+
+
+def _snap(degrees: float) -> int:
+    return int(round(degrees / 90.0)) * 90 % 360
+
+
+def _ratio(text: str | None, default: Fraction = Fraction(0)) -> Fraction:
+    try:
+        num, _, den = (text or "").partition(":" if ":" in (text or "") else "/")
+        value = Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        return default
+    return value if value > 0 else default
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,87 @@
+"""Thumbnails of the first decoded frame, upright and in square pixels, written with Pillow."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+from PIL import Image
+
+from vidpipe.media.files import write_atomically
+from vidpipe.media.probe import VideoInfo
+from vidpipe.media.tools import run_tool
+
+THUMBNAIL_WIDTHS = (1280, 640, 320)
+THUMBNAIL_FORMATS = {
+    "jpeg": ("jpg", {"quality": 85, "optimize": True, "progressive": True}),
+    "webp": ("webp", {"quality": 80, "method": 4}),
+}
+PREVIEW_WIDTH = 160
+
+
+@dataclass(frozen=True)
+class ThumbnailFile:
+    path: Path
+    format: str
+    width: int
+    height: int
+
+
+def first_frame_command(source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg") -> list[str]:
+    """ffmpeg writes the first decoded frame as one PNG on stdout and stops decoding.
+
+    Autorotation makes it upright; scaling by the sample aspect ratio makes pixels square.
+    """
+    picture = ffmpeg.input(os.fspath(source))[f"{info.video_stream}"]
+    if info.sample_aspect_ratio != 1:
+        picture = picture.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
+    output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
+    return [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
+
+
+def read_first_frame(
+    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 60
+) -> Image.Image:
+    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin)
+    png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image.convert("RGB")
+
+
+def write_thumbnails(
+    frame: Image.Image, out_dir: Path, widths: tuple[int, ...] = THUMBNAIL_WIDTHS
+) -> list[ThumbnailFile]:
+    """Write the frame at each width (never wider than the frame) in every format."""
+    fitting = sorted({min(width, frame.width) for width in widths}, reverse=True)
+    written = []
+    for width in fitting:
+        resized = _resize_to_width(frame, width)
+        for fmt, (extension, options) in THUMBNAIL_FORMATS.items():
+            path = out_dir / f"thumb_{width}.{extension}"
+            write_atomically(path, _encode(resized, fmt, options))
+            written.append(ThumbnailFile(path=path, format=fmt, width=resized.width, height=resized.height))
+    return written
+
+
+def preview_data_uri(frame: Image.Image, width: int = PREVIEW_WIDTH) -> str:
+    """A tiny JPEG as a ``data:`` URI, small enough to live in the event log."""
+    data = _encode(_resize_to_width(frame, min(width, frame.width)), "jpeg", {"quality": 70})
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _resize_to_width(frame: Image.Image, width: int) -> Image.Image:
+    if width == frame.width:
+        return frame
+    height = max(1, round(frame.height * width / frame.width))
+    return frame.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image, fmt: str, options: dict) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt.upper(), **options)
+    return buffer.getvalue()

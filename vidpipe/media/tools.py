@@ -1,0 +1,88 @@
+"""Running ffmpeg/ffprobe: no shell, no stdin, a wall-clock limit, stderr kept for errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
+
+STDERR_TAIL_LINES = 12
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    on_stdout_line: Callable[[str], None] | None = None,
+    subject: str | None = None,
+) -> bytes:
+    """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
+
+    The process runs in its own process group so a timeout (or our own interruption)
+    kills ffmpeg together with anything it started.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject) from exc
+
+    stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    stdout_chunks: list[bytes] = []
+
+    def pump_stderr() -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                stderr_tail.append(line)
+
+    def pump_stdout() -> None:
+        for raw in proc.stdout:
+            if on_stdout_line is None:
+                stdout_chunks.append(raw)
+            else:
+                on_stdout_line(raw.decode("utf-8", errors="replace").rstrip())
+
+    pumps = [threading.Thread(target=pump_stderr, daemon=True), threading.Thread(target=pump_stdout, daemon=True)]
+    for pump in pumps:
+        pump.start()
+    tool = os.path.basename(argv[0])
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise ToolTimeoutError(
+            f"{tool} took longer than {timeout:g} s and was stopped", path=subject, stderr_tail=stderr_tail
+        ) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        for pump in pumps:
+            pump.join(timeout=5)
+    if returncode < 0:
+        raise ToolKilledError(
+            f"{tool} was killed by signal {-returncode}", path=subject, stderr_tail=stderr_tail
+        )
+    if returncode != 0:
+        last = stderr_tail[-1] if stderr_tail else f"exit status {returncode}"
+        raise ToolFailedError(f"{tool} failed: {last}", path=subject, stderr_tail=stderr_tail)
+    return b"".join(stdout_chunks)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -1,0 +1,24 @@
+"""Where things live, from the environment, with defaults under the project folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_DIR / "data"
+
+
+def inbox_dir() -> Path:
+    """``VIDPIPE_INBOX``: the folder uploads are dropped into."""
+    return Path(os.environ.get("VIDPIPE_INBOX") or DATA_DIR / "inbox").resolve()
+
+
+def storage_dir() -> Path:
+    """``VIDPIPE_STORAGE``: the root under which originals and outputs are kept."""
+    return Path(os.environ.get("VIDPIPE_STORAGE") or DATA_DIR / "storage").resolve()
+
+
+def settle_seconds() -> float:
+    """``VIDPIPE_SETTLE_SECONDS``: how long an upload must stay unchanged to count as finished."""
+    return float(os.environ.get("VIDPIPE_SETTLE_SECONDS") or 2.0)
