@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# vidpipe's two commands:
+#   ./dev.sh run    set everything up, then start the Dagster UI + daemon with the upload sensor on
+#   ./dev.sh test   set everything up, then run the whole test suite (extra args go to pytest)
+set -euo pipefail
+cd "$(dirname "$0")"
+PROJECT_DIR=$(pwd)
+
+install_system_packages() {
+  local missing=()
+  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  [ ${#missing[@]} -eq 0 ] && return
+  echo "installing system packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+install_python_packages() {
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  local stamp=.venv/.vidpipe-installed
+  local wanted
+  wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "$wanted" > "$stamp"
+  fi
+}
+
+prepare_dagster_home() {
+  export DAGSTER_HOME=${DAGSTER_HOME:-$PROJECT_DIR/data/dagster_home}
+  export VIDPIPE_INBOX=${VIDPIPE_INBOX:-$PROJECT_DIR/data/inbox}
+  export VIDPIPE_STORAGE=${VIDPIPE_STORAGE:-$PROJECT_DIR/data/storage}
+  mkdir -p "$DAGSTER_HOME" "$VIDPIPE_INBOX" "$VIDPIPE_STORAGE"
+  [ -e "$DAGSTER_HOME/dagster.yaml" ] || ln -s "$PROJECT_DIR/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+}
+
+case "${1:-}" in
+  run)
+    install_system_packages
+    install_python_packages
+    prepare_dagster_home
+    host=${VIDPIPE_HOST:-127.0.0.1}
+    port=${VIDPIPE_PORT:-3000}
+    echo "vidpipe UI:     http://$host:$port"
+    echo "upload inbox:   $VIDPIPE_INBOX   (drop videos here, or: .venv/bin/vidpipe upload FILE)"
+    echo "outputs:        $VIDPIPE_STORAGE"
+    exec .venv/bin/dagster dev -w workspace.yaml -h "$host" -p "$port"
+    ;;
+  test)
+    shift
+    install_system_packages
+    install_python_packages
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

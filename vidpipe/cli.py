@@ -1,0 +1,111 @@
+"""``vidpipe`` command line: upload files to the inbox, or process one file without a daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from vidpipe import settings
+from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
+from vidpipe.media.keys import partition_key
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vidpipe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    upload = commands.add_parser("upload", help="copy video files into the upload inbox")
+    upload.add_argument("files", nargs="+", type=Path)
+    upload.add_argument("--inbox", type=Path, default=None, help="default: $VIDPIPE_INBOX")
+    process = commands.add_parser("process", help="make every output for one file, in-process, no daemon")
+    process.add_argument("file", type=Path)
+    process.add_argument("--out", type=Path, required=True, help="output root; the video lands in OUT/<key>/")
+    process.add_argument("--verbose", action="store_true", help="show Dagster's run log on stderr")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "upload":
+            for path in args.files:
+                print(upload_file(path, args.inbox or settings.inbox_dir()))
+            return 0
+        manifest = process_file(args.file, args.out, verbose=args.verbose)
+    except UserFacingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+class UserFacingError(Exception):
+    """A failure explained in one line; the command exits non-zero without a traceback."""
+
+
+def upload_file(path: Path, inbox: Path) -> Path:
+    """Copy ``path`` into the inbox under a temporary hidden name, then rename it into view.
+
+    An existing inbox file is never overwritten: the copy gets a numbered name instead.
+    """
+    if not path.is_file():
+        raise UserFacingError(f"no such file: {path}")
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / path.name
+    number = 1
+    while target.exists():
+        target = inbox / f"{path.stem}-{number}{path.suffix}"
+        number += 1
+    temporary = temporary_sibling(target)
+    try:
+        shutil.copyfile(path, temporary)
+        temporary.rename(target)
+        fsync_dir(inbox)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
+    """Materialize the whole graph for one file with an ephemeral Dagster instance."""
+    if not path.is_file():
+        raise UserFacingError(f"no such file: {path}")
+    warnings.filterwarnings("ignore")
+    import dagster as dg
+
+    from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+    from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
+    from vidpipe.definitions import build_assets
+
+    key = partition_key(path.name, sha256_file(path))
+    log_level = "DEBUG" if verbose else "CRITICAL"
+    with tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home:
+        instance = dg.DagsterInstance.ephemeral(tempdir=dagster_home)
+        instance.add_dynamic_partitions(videos.name, [key])
+        result = dg.materialize(
+            build_assets(),
+            instance=instance,
+            partition_key=key,
+            tags={UPLOAD_PATH_TAG: str(path.resolve()), UPLOAD_NAME_TAG: path.name},
+            resources={"storage": LocalVideoStorage(root=str(out.resolve())), "ffmpeg": FFmpegResource()},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise UserFacingError(f"{path.name}: {first_failure(result)}")
+        return result.output_for_node("video_manifest")
+
+
+def first_failure(result) -> str:
+    """The message of the first failed step, as the person who uploaded would want it."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description
+            return data.error.message.strip().splitlines()[-1] if data.error else "processing failed"
+    return "processing failed"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

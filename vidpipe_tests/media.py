@@ -1,0 +1,118 @@
+"""Small test clips generated with ffmpeg's lavfi sources, and ffprobe helpers for assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+from PIL import Image, ImageChops, ImageStat
+
+from vidpipe.media.probe import VideoInfo
+
+
+def make_clip(
+    path: Path,
+    *,
+    size: str = "640x360",
+    rate: int = 30,
+    seconds: float = 5,
+    audio: bool = True,
+    rotate: int | None = None,
+    sar: str | None = None,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """testsrc2 (+ a sine tone) as H.264/AAC MP4; ``rotate`` adds display-rotation metadata."""
+    encoded = path if rotate is None else path.with_name(f"unrotated-{path.name}")
+    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
+    if sar:
+        argv += ["-vf", f"setsar={sar}"]
+    if audio:
+        argv += ["-c:a", "aac"]
+    subprocess.run([*argv, str(encoded)], check=True)
+    if rotate is not None:
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", str(encoded), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(path)],
+            check=True,
+        )
+        encoded.unlink()
+    return path
+
+
+def ffprobe_json(path: Path, *extra: str) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", *extra, str(path)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return json.loads(out)
+
+
+def stream(path: Path, codec_type: str) -> dict | None:
+    return next((s for s in ffprobe_json(path)["streams"] if s["codec_type"] == codec_type), None)
+
+
+def frame_count(path: Path) -> int:
+    data = ffprobe_json(path, "-count_frames", "-select_streams", "v:0")
+    return int(data["streams"][0]["nb_read_frames"])
+
+
+def keyframe_times(path: Path) -> list[float]:
+    """Presentation times of the video packets flagged as keyframes."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
+         "-of", "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rows = [line.split(",") for line in out.splitlines() if line.strip()]
+    return sorted(float(pts) for pts, flags, *_ in rows if "K" in flags)
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    """The MP4 box types at the top of the file, in order."""
+    boxes, data = [], path.read_bytes()
+    offset = 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset:offset + 4], "big")
+        boxes.append(data[offset + 4:offset + 8].decode("latin-1"))
+        if size == 1:
+            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return boxes
+
+
+def decode_frame(path: Path, index: int = 0, *, autorotate: bool = True) -> Image.Image:
+    """Frame ``index`` decoded by ffmpeg on its own, as RGB."""
+    argv = ["ffmpeg", "-v", "error"]
+    if not autorotate:
+        argv.append("-noautorotate")
+    argv += ["-i", str(path), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "pipe:1"]
+    png = subprocess.run(argv, check=True, capture_output=True).stdout
+    import io
+
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute per-channel difference (0-255) after bringing ``b`` to ``a``'s size."""
+    b = b.resize(a.size, Image.Resampling.BILINEAR)
+    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
+
+
+def video_info(
+    width: int, height: int, *, rotation: int = 0, sar: Fraction = Fraction(1), fps: Fraction = Fraction(30), audio: bool = True
+) -> VideoInfo:
+    """A ``VideoInfo`` as ffprobe would report it, for planning tests that need no file."""
+    return VideoInfo(
+        container="mov,mp4,m4a,3gp,3g2,mj2", duration=10.0, width=width, height=height, rotation=rotation,
+        sample_aspect_ratio=sar, avg_frame_rate=fps, nominal_frame_rate=fps, pixel_format="yuv420p",
+        color_transfer=None, video_codec="h264", video_stream=0, audio_stream=1 if audio else None,
+        has_audio=audio, audio_codec="aac" if audio else None, audio_channels=2 if audio else None,
+        bit_rate=1_000_000, size_bytes=1_250_000,
+    )

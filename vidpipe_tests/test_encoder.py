@@ -1,0 +1,118 @@
+import pytest
+
+from vidpipe.media.encoder import build_encode_command, run_encode
+from vidpipe.media.errors import ToolFailedError, ToolTimeoutError
+from vidpipe.media.ladder import plan_ladder
+from vidpipe.media.probe import probe
+from vidpipe.media.tools import run_tool
+from vidpipe_tests.media import decode_frame, frame_count, keyframe_times, mean_difference, stream, top_level_boxes
+
+
+def encode(source, out_dir, **kwargs):
+    info = probe(source)
+    plans = list(plan_ladder(info).renditions)
+    command = build_encode_command(source, info, plans, out_dir)
+    return info, command, run_encode(command, duration=info.duration, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def landscape_encoded(landscape_clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("landscape-renditions")
+    progress = []
+    info, command, outputs = encode(landscape_clip, out, on_progress=progress.append)
+    return info, command, outputs, progress
+
+
+def test_all_rungs_come_out_of_one_ffmpeg_process(landscape_encoded):
+    _, command, outputs, _ = landscape_encoded
+    assert set(outputs) == {"h264_360p", "h264_240p", "vp9_360p"}
+    assert command.argv.count("-i") == 1
+    assert any("split=3" in arg for arg in command.argv)
+    for path in command.temporary_outputs.values():
+        assert str(path) in command.argv
+
+
+def test_every_output_has_the_planned_size_codecs_and_duration(landscape_encoded, landscape_clip):
+    _, _, outputs, _ = landscape_encoded
+    source_frames = frame_count(landscape_clip)
+    expected = {
+        "h264_360p": ("h264", "aac", 640, 360),
+        "h264_240p": ("h264", "aac", 426, 240),
+        "vp9_360p": ("vp9", "opus", 640, 360),
+    }
+    for name, (vcodec, acodec, width, height) in expected.items():
+        video, audio = stream(outputs[name], "video"), stream(outputs[name], "audio")
+        assert (video["codec_name"], video["width"], video["height"]) == (vcodec, width, height)
+        assert video["pix_fmt"] == "yuv420p"
+        assert video.get("sample_aspect_ratio", "1:1") in ("1:1", "0:1")
+        assert audio["codec_name"] == acodec and audio["channels"] == 2 and audio["sample_rate"] == "48000"
+        assert abs(frame_count(outputs[name]) - source_frames) <= 1, name
+    assert stream(outputs["h264_360p"], "video")["profile"] == "High"
+
+
+def test_keyframes_every_two_seconds_in_every_rung(landscape_encoded):
+    _, _, outputs, _ = landscape_encoded
+    for name, path in outputs.items():
+        assert keyframe_times(path) == pytest.approx([0.0, 2.0, 4.0], abs=0.04), name
+
+
+def test_mp4_renditions_start_with_the_moov_box(landscape_encoded):
+    _, _, outputs, _ = landscape_encoded
+    for name in ("h264_360p", "h264_240p"):
+        boxes = top_level_boxes(outputs[name])
+        assert boxes.index("moov") < boxes.index("mdat"), boxes
+
+
+def test_progress_is_reported_up_to_the_end(landscape_encoded):
+    _, _, _, progress = landscape_encoded
+    assert progress[-1].finished and progress[-1].fraction == 1.0
+    assert progress[-1].seconds_total == pytest.approx(5.0, abs=0.05)
+
+
+def test_no_temporary_files_remain(landscape_encoded):
+    _, _, outputs, _ = landscape_encoded
+    folder = next(iter(outputs.values())).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["h264_240p.mp4", "h264_360p.mp4", "vp9_360p.webm"]
+
+
+def test_silent_source_gives_silent_renditions(silent_clip, tmp_path):
+    _, _, outputs = encode(silent_clip, tmp_path)
+    assert outputs and all(stream(path, "audio") is None for path in outputs.values())
+
+
+def test_phone_clip_renditions_are_upright_portrait(phone_clip, tmp_path):
+    info, _, outputs = encode(phone_clip, tmp_path)
+    assert (stream(outputs["h264_360p"], "video")["width"], stream(outputs["h264_360p"], "video")["height"]) == (360, 640)
+    assert "side_data_list" not in stream(outputs["h264_360p"], "video")
+    raw = decode_frame(phone_clip, autorotate=False)
+    upright = raw.rotate(-info.rotation, expand=True)
+    sideways = raw.rotate(info.rotation, expand=True)
+    rendition_frame = decode_frame(outputs["h264_360p"])
+    assert mean_difference(upright, rendition_frame) < 8
+    assert mean_difference(sideways, rendition_frame) > 20
+
+
+def test_tiny_odd_sized_source_is_encoded_at_its_own_even_size(tiny_clip, tmp_path):
+    _, _, outputs = encode(tiny_clip, tmp_path)
+    assert set(outputs) == {"h264_240p", "vp9_360p"}
+    for path in outputs.values():
+        video = stream(path, "video")
+        assert (video["width"], video["height"]) == (200, 112)
+
+
+def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landscape_clip, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(landscape_clip.read_bytes()[: 40_000])
+    info = probe(landscape_clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = build_encode_command(broken, info, list(plan_ladder(info).renditions), out)
+    with pytest.raises(ToolFailedError) as err:
+        run_encode(command, duration=info.duration, timeout=60)
+    assert str(err.value).startswith("ffmpeg failed:") and err.value.stderr_tail
+    assert list(out.iterdir()) == []
+
+
+def test_a_stuck_process_is_killed_at_its_time_limit():
+    with pytest.raises(ToolTimeoutError, match="longer than 0.5 s"):
+        run_tool(["sleep", "30"], timeout=0.5)

@@ -1,0 +1,82 @@
+import time
+
+from vidpipe.inbox import InboxCursor, scan_inbox
+from vidpipe.media.files import sha256_file
+
+LATER = 10**15  # a "now" far enough ahead that every file has settled
+
+
+def drop(inbox, name, data=b"video bytes"):
+    path = inbox / name
+    path.write_bytes(data)
+    return path
+
+
+def test_a_finished_upload_is_found_once(tmp_path):
+    path = drop(tmp_path, "clip.mp4")
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=time.time_ns() + LATER)
+    assert [(u.path, u.sha256, u.size) for u in scan.uploads] == [(path, sha256_file(path), path.stat().st_size)]
+    again = scan_inbox(tmp_path, InboxCursor.from_json(scan.cursor.to_json()), settle_seconds=2, now_ns=time.time_ns() + LATER)
+    assert again.uploads == []
+
+
+def test_a_file_still_being_written_waits_until_it_settles(tmp_path):
+    path = drop(tmp_path, "growing.mp4", b"partial")
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2)
+    assert scan.uploads == [] and scan.waiting == ["growing.mp4"]
+    with open(path, "ab") as handle:
+        handle.write(b" and the rest")
+    settled = scan_inbox(tmp_path, scan.cursor, settle_seconds=2, now_ns=time.time_ns() + LATER)
+    assert [u.sha256 for u in settled.uploads] == [sha256_file(path)]
+
+
+def test_files_arriving_while_an_upload_is_in_flight_are_all_found(tmp_path):
+    slow = drop(tmp_path, "slow.mp4", b"first part")
+    first = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2)
+    assert first.waiting == ["slow.mp4"]
+    with open(slow, "ab") as handle:
+        handle.write(b" second part")
+    drop(tmp_path, "quick.mp4", b"quick")
+    second = scan_inbox(tmp_path, first.cursor, settle_seconds=2, now_ns=time.time_ns() + LATER)
+    assert sorted(u.name for u in second.uploads) == ["quick.mp4", "slow.mp4"]
+    assert second.waiting == []
+
+
+def test_hidden_temporary_and_non_file_entries_are_ignored(tmp_path):
+    for name in [".hidden.mp4", "~lock.mp4", "clip.mp4.part", "clip.mp4.crdownload", "clip.tmp"]:
+        drop(tmp_path, name)
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "link.mp4").symlink_to(drop(tmp_path, ".target"))
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=0, now_ns=time.time_ns() + LATER)
+    assert scan.uploads == [] and scan.waiting == []
+
+
+def test_a_changed_file_is_looked_at_again(tmp_path):
+    path = drop(tmp_path, "clip.mp4", b"one")
+    first = scan_inbox(tmp_path, InboxCursor(), settle_seconds=0, now_ns=time.time_ns() + LATER)
+    time.sleep(0.01)
+    path.write_bytes(b"two")
+    second = scan_inbox(tmp_path, first.cursor, settle_seconds=0, now_ns=time.time_ns() + LATER)
+    assert [u.sha256 for u in second.uploads] == [sha256_file(path)]
+
+
+def test_cursor_size_does_not_grow_with_the_number_of_files_seen(tmp_path):
+    sizes = []
+    cursor = InboxCursor()
+    for batch in range(3):
+        for i in range(100):
+            drop(tmp_path, f"clip-{batch}-{i}.mp4", f"{batch}-{i}".encode())
+        scan = scan_inbox(tmp_path, cursor, settle_seconds=0, now_ns=time.time_ns() + LATER)
+        assert len(scan.uploads) == 100
+        cursor = InboxCursor.from_json(scan.cursor.to_json())
+        sizes.append(len(scan.cursor.to_json()))
+    assert max(sizes) < 200, sizes
+
+
+def test_hashing_stops_at_its_budget_and_the_rest_waits(tmp_path):
+    for i in range(5):
+        drop(tmp_path, f"clip-{i}.mp4", bytes([i]) * 1000)
+    first = scan_inbox(tmp_path, InboxCursor(), settle_seconds=0, hash_budget_seconds=0, now_ns=time.time_ns() + LATER)
+    assert len(first.uploads) == 1 and len(first.waiting) == 4
+    rest = scan_inbox(tmp_path, first.cursor, settle_seconds=0, now_ns=time.time_ns() + LATER)
+    assert sorted(u.name for u in first.uploads + rest.uploads) == [f"clip-{i}.mp4" for i in range(5)]
