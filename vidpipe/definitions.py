@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from vidpipe import settings
-from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail, videos
+from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import build_upload_sensor
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
@@ -21,7 +21,6 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     process_video = dg.define_asset_job(
         PROCESS_JOB_NAME,
         selection=dg.AssetSelection.all(),
-        partitions_def=videos,
         description="Everything vidpipe makes from one uploaded video.",
     )
     return dg.Definitions(

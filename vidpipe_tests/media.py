@@ -28,9 +28,9 @@ def make_clip(
     argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
-    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
-    if sar:
-        argv += ["-vf", f"setsar={sar}"]
+    # testsrc2 rounds odd sizes down to even ones; the scale filter keeps the exact size.
+    filters = [f"scale={size.replace('x', ':')}", f"setsar={sar or 1}"]
+    argv += ["-vf", ",".join(filters), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
     if audio:
         argv += ["-c:a", "aac"]
     subprocess.run([*argv, str(encoded)], check=True)

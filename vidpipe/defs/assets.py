@@ -80,7 +80,6 @@ def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpe
 
 def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     """One asset per rung, all made by one op that encodes the selected rungs in one ffmpeg run."""
-    rungs = {rung.name: rung for rung in ladder}
 
     @dg.multi_asset(
         name="renditions",
@@ -88,6 +87,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             rung.name: dg.AssetOut(
                 key=rendition_key(rung),
                 code_version=rung.code_version,
+                is_required=False,
                 group_name="renditions",
                 description=f"{rung.format.name.upper()} in {rung.format.container.upper()}, {rung.short_side} lines",
                 metadata={"short_side": rung.short_side, "crf": rung.crf, "max_video_kbps": rung.max_video_kbps},
@@ -102,7 +102,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     def renditions(
         context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
     ) -> Iterator[dg.Output]:
-        selected = [rungs[name] for name in context.op_execution_context.selected_output_names]
+        selected = [rung for rung in ladder if rendition_key(rung) in context.selected_asset_keys]
         plan = plan_ladder(source_video.info, ladder)
         planned = [p for p in plan.renditions if p.rung in selected]
         argv: list[str] = []

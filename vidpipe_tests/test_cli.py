@@ -1,0 +1,51 @@
+"""The ``vidpipe`` command as people and scripts run it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
+
+
+def run_vidpipe(*args, env=None):
+    return subprocess.run([VIDPIPE, *args], capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_process_writes_every_output_and_prints_the_manifest(tiny_clip, tmp_path):
+    done = run_vidpipe("process", str(tiny_clip), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(done.stdout)
+    video_dir = tmp_path / manifest["video"]
+    assert json.loads((video_dir / "manifest.json").read_text()) == manifest
+    assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [
+        ("h264_240p", 200, 112), ("vp9_360p", 200, 112),
+    ]
+    assert all((video_dir / r["path"]).is_file() for r in manifest["renditions"] + manifest["thumbnails"])
+    assert {(t["format"], t["width"]) for t in manifest["thumbnails"]} == {("jpeg", 201), ("webp", 201)}
+
+
+def test_process_rejects_a_non_video_with_one_line_and_keeps_the_original(tmp_path):
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("#EXTM3U\nnot really a video\n")
+    done = run_vidpipe("process", str(fake), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: holiday.mp4: not a readable video") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+    assert fake.read_text() == "#EXTM3U\nnot really a video\n"
+
+
+def test_process_reports_a_missing_file(tmp_path):
+    done = run_vidpipe("process", str(tmp_path / "nope.mp4"), "--out", str(tmp_path))
+    assert (done.returncode, done.stderr) == (1, f"error: no such file: {tmp_path / 'nope.mp4'}\n")
+
+
+def test_upload_copies_atomically_and_never_overwrites(tiny_clip, tmp_path):
+    inbox = tmp_path / "inbox"
+    first = run_vidpipe("upload", "--inbox", str(inbox), str(tiny_clip))
+    second = run_vidpipe("upload", "--inbox", str(inbox), str(tiny_clip))
+    assert first.returncode == second.returncode == 0
+    assert [first.stdout.strip(), second.stdout.strip()] == [str(inbox / "tiny.mp4"), str(inbox / "tiny-1.mp4")]
+    assert sorted(p.name for p in inbox.iterdir()) == ["tiny-1.mp4", "tiny.mp4"]
+    assert (inbox / "tiny-1.mp4").read_bytes() == tiny_clip.read_bytes()

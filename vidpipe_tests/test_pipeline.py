@@ -1,0 +1,148 @@
+"""The asset graph materialized for real: ffmpeg, a sqlite Dagster instance, local storage."""
+
+import json
+from dataclasses import replace
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
+from vidpipe.definitions import build_assets
+from vidpipe.media.files import sha256_file
+from vidpipe.media.keys import partition_key
+from vidpipe.media.ladder import DEFAULT_LADDER
+from vidpipe_tests.media import stream
+
+RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
+
+
+class Pipeline:
+    def __init__(self, instance, storage_root):
+        self.instance = instance
+        self.storage_root = storage_root
+        self.resources = {"storage": LocalVideoStorage(root=str(storage_root)), "ffmpeg": FFmpegResource()}
+
+    def add(self, clip) -> str:
+        key = partition_key(clip.name, sha256_file(clip))
+        self.instance.add_dynamic_partitions(videos.name, [key])
+        return key
+
+    def materialize(self, key, *, assets=None, selection=None, tags=None, raise_on_error=True):
+        return dg.materialize(
+            assets or build_assets(),
+            selection=selection,
+            instance=self.instance,
+            partition_key=key,
+            resources=self.resources,
+            tags=tags or {},
+            raise_on_error=raise_on_error,
+        )
+
+    def latest_metadata(self, asset_key, key) -> dict:
+        event = self.instance.get_latest_materialization_event(asset_key)
+        assert event.asset_materialization.partition == key
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def upload_tags(clip):
+    return {UPLOAD_PATH_TAG: str(clip), UPLOAD_NAME_TAG: clip.name}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    with dg.instance_for_test() as instance:
+        yield Pipeline(instance, tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def phone_video(pipeline, phone_clip):
+    key = pipeline.add(phone_clip)
+    result = pipeline.materialize(key, tags=upload_tags(phone_clip))
+    return key, result
+
+
+def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest(pipeline, phone_video, phone_clip):
+    key, result = phone_video
+    video_dir = pipeline.storage_root / key
+    manifest = json.loads((video_dir / "manifest.json").read_text())
+    assert manifest == result.output_for_node("video_manifest")
+    assert manifest["video"] == key
+    assert manifest["source"] | {"duration": 0} == {
+        "name": "Phone Clip.mov", "sha256": sha256_file(phone_clip), "width": 360, "height": 640,
+        "duration": 0, "rotation": manifest["source"]["rotation"], "frame_rate": 30.0, "has_audio": True,
+    }
+    assert manifest["source"]["rotation"] in (90, 270)
+    assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [
+        ("h264_360p", 360, 640), ("h264_240p", 240, 426), ("vp9_360p", 360, 640),
+    ]
+    for rendition in manifest["renditions"]:
+        path = video_dir / rendition["path"]
+        assert path.stat().st_size == rendition["bytes"]
+        video = stream(path, "video")
+        assert (video["width"], video["height"]) == (rendition["width"], rendition["height"])
+        assert rendition["duration"] == pytest.approx(2.0, abs=0.05)
+    assert {(t["format"], t["width"], t["height"]) for t in manifest["thumbnails"]} == {
+        ("jpeg", 360, 640), ("webp", 360, 640), ("jpeg", 320, 569), ("webp", 320, 569),
+    }
+    assert all((video_dir / t["path"]).is_file() for t in manifest["thumbnails"])
+    argv = manifest["ffmpeg"]["argv"]
+    assert argv[0] == "ffmpeg" and str(video_dir / "source.mov") in argv
+    assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
+    assert not list(video_dir.rglob(".*")), "temporary files left behind"
+
+
+def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):
+    key, _ = phone_video
+    source = pipeline.latest_metadata(dg.AssetKey("source_video"), key)
+    assert source["original_name"] == "Phone Clip.mov"
+    assert (source["width"], source["height"], source["coded_width"], source["coded_height"]) == (360, 640, 640, 360)
+    thumbnail = pipeline.latest_metadata(dg.AssetKey("thumbnail"), key)
+    assert "](data:image/jpeg;base64," in thumbnail["preview"]
+    produced = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_360p"]), key)
+    assert produced["produced"] is True and (produced["width"], produced["height"]) == (360, 640)
+    skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_1080p"]), key)
+    assert skipped["produced"] is False and "never upscales" in skipped["reason"]
+
+
+def test_a_backfill_reuses_the_stored_original(pipeline, phone_video):
+    key, _ = phone_video
+    result = pipeline.materialize(key, selection=[dg.AssetKey("source_video")])
+    assert result.output_for_node("source_video").sha256 == pipeline.latest_metadata(dg.AssetKey("source_video"), key)["sha256"]
+
+
+def test_a_partition_without_upload_or_stored_original_fails_with_a_clear_message(pipeline, landscape_clip):
+    key = pipeline.add(landscape_clip)
+    result = pipeline.materialize(key, tags={UPLOAD_PATH_TAG: "/nonexistent/clip.mp4"}, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "the upload /nonexistent/clip.mp4 is gone" in failure.step_failure_data.user_failure_data.description
+
+
+def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(tmp_path, silent_clip):
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, tmp_path)
+        key = pipeline.add(silent_clip)
+        pipeline.materialize(key, tags=upload_tags(silent_clip))
+        renditions = tmp_path / key / "renditions"
+        before = {p.name: p.stat().st_ino for p in renditions.iterdir()}
+
+        edited_ladder = tuple(replace(r, crf=r.crf + 2) if r.name == "h264_240p" else r for r in DEFAULT_LADDER)
+        edited_assets = build_assets(edited_ladder)
+        resolver = get_stale_status_resolver(instance, edited_assets)
+        stale = {k.path[-1] for k in RUNG_KEYS if resolver.get_status(k, key) == StaleStatus.STALE}
+        assert stale == {"h264_240p"}
+
+        pipeline.materialize(
+            key, assets=edited_assets, selection=[dg.AssetKey(["renditions", "h264_240p"]), dg.AssetKey("video_manifest")]
+        )
+        after = {p.name: p.stat().st_ino for p in renditions.iterdir()}
+        assert {name for name in before if before[name] != after[name]} == {"h264_240p.mp4"}
+        manifest = json.loads((tmp_path / key / "manifest.json").read_text())
+        commands = manifest["ffmpeg"]["commands"]
+        assert manifest["ffmpeg"]["argv"] is None and len(commands) == 2
+        assert [c["renditions"] for c in commands] == [["h264_360p", "vp9_360p"], ["h264_240p"]]
+        resolver = get_stale_status_resolver(instance, edited_assets)
+        assert all(resolver.get_status(k, key) != StaleStatus.STALE for k in RUNG_KEYS)
