@@ -49,7 +49,10 @@ case "${1:-}" in
     echo "vidpipe UI:     http://$host:$port"
     echo "upload inbox:   $VIDPIPE_INBOX   (drop videos here, or: .venv/bin/vidpipe upload FILE)"
     echo "outputs:        $VIDPIPE_STORAGE"
-    exec .venv/bin/dagster dev -w workspace.yaml -h "$host" -p "$port"
+    # Run from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder
+    # that is not the instance's own (this repo's is linked into DAGSTER_HOME instead).
+    cd "$DAGSTER_HOME"
+    exec "$PROJECT_DIR/.venv/bin/dagster" dev -w "$PROJECT_DIR/workspace.yaml" -h "$host" -p "$port"
     ;;
   test)
     shift

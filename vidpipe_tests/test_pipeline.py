@@ -103,6 +103,9 @@ def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):
     assert "](data:image/jpeg;base64," in thumbnail["preview"]
     produced = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_360p"]), key)
     assert produced["produced"] is True and (produced["width"], produced["height"]) == (360, 640)
+    assert produced["file"] == str(pipeline.storage_root / key / "renditions" / "h264_360p.mp4")
+    manifest = pipeline.latest_metadata(dg.AssetKey("video_manifest"), key)
+    assert manifest["manifest_file"] == str(pipeline.storage_root / key / "manifest.json")
     skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_1080p"]), key)
     assert skipped["produced"] is False and "never upscales" in skipped["reason"]
 

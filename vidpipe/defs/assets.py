@@ -129,7 +129,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 output_name=rung.name,
                 metadata={
                     "produced": True,
-                    "path": dg.MetadataValue.path(str(outputs[rung.name])),
+                    "file": dg.MetadataValue.path(str(outputs[rung.name])),
                     "width": info.display_width,
                     "height": info.display_height,
                     "duration": round(info.duration, 3),
@@ -170,7 +170,7 @@ def thumbnail(source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoS
             "width": frame.width,
             "height": frame.height,
             "files": len(files),
-            "path": dg.MetadataValue.path(str(files[0].path.parent)),
+            "folder": dg.MetadataValue.path(str(files[0].path.parent)),
         },
     )
 
@@ -194,7 +194,7 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         return dg.Output(
             manifest,
             metadata={
-                "path": dg.MetadataValue.path(str(path)),
+                "manifest_file": dg.MetadataValue.path(str(path)),
                 "renditions": dg.MetadataValue.md(
                     "\n".join(
                         ["| name | size | bitrate | bytes |", "|---|---|---|---|"]
