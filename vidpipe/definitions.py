@@ -6,6 +6,7 @@ import dagster as dg
 
 from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
+from vidpipe.defs.checks import manifest_outputs_complete
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import build_upload_sensor
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
@@ -13,8 +14,9 @@ from vidpipe.media.ladder import DEFAULT_LADDER, Rung
 PROCESS_JOB_NAME = "process_video"
 
 
-def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDefinition]:
-    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset(ladder)]
+def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The asset graph with its checks, for ``Definitions`` and in-process ``materialize``."""
+    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset(ladder), manifest_outputs_complete]
 
 
 def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitions:

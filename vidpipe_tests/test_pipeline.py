@@ -1,6 +1,7 @@
 """The asset graph materialized for real: ffmpeg, a sqlite Dagster instance, local storage."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import dagster as dg
@@ -14,6 +15,7 @@ from vidpipe.definitions import build_assets
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import DEFAULT_LADDER
+from vidpipe.media.manifest import manifest_problems
 from vidpipe_tests.media import stream
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
@@ -92,6 +94,29 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert argv[0] == "ffmpeg" and str(video_dir / "source.mov") in argv
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.asset_check_key.name == "manifest_outputs_complete"
+
+
+def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_video, tmp_path):
+    key, _ = phone_video
+    copy = tmp_path / key
+    shutil.copytree(pipeline.storage_root / key, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest_problems(manifest, copy) == []
+    (copy / "renditions" / "vp9_360p.webm").unlink()
+    with open(copy / "renditions" / "h264_240p.mp4", "ab") as handle:
+        handle.write(b"junk")
+    (copy / manifest["thumbnails"][0]["path"]).unlink()
+    problems = manifest_problems(manifest, copy)
+    assert problems[0] == "h264_240p: %d bytes on disk, %d listed" % (
+        manifest["renditions"][1]["bytes"] + 4, manifest["renditions"][1]["bytes"],
+    )
+    assert problems[1:] == [
+        "vp9_360p: renditions/vp9_360p.webm is missing", f"thumbnail {manifest['thumbnails'][0]['path']} is missing",
+    ]
+    manifest["renditions"][0]["duration"] += 0.5
+    assert manifest_problems(manifest, copy)[0].startswith("h264_360p: lasts 2.5")
 
 
 def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):

@@ -92,3 +92,27 @@ def build_manifest(
 
 def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
+
+
+def manifest_problems(manifest: dict, manifest_dir: Path) -> list[str]:
+    """What is wrong between a manifest and the files beside it; empty when all is well.
+
+    Every listed file must exist (renditions with their listed size), and every rendition
+    must last as long as the source, give or take a frame and an audio codec's padding.
+    """
+    problems = []
+    source_duration = manifest["source"]["duration"]
+    for rendition in manifest["renditions"]:
+        path = manifest_dir / rendition["path"]
+        if not path.is_file():
+            problems.append(f"{rendition['name']}: {rendition['path']} is missing")
+            continue
+        if path.stat().st_size != rendition["bytes"]:
+            problems.append(f"{rendition['name']}: {path.stat().st_size} bytes on disk, {rendition['bytes']} listed")
+        tolerance = 1 / (rendition["frame_rate"] or 1) + 0.05
+        if abs(rendition["duration"] - source_duration) > tolerance:
+            problems.append(f"{rendition['name']}: lasts {rendition['duration']} s, the source {source_duration} s")
+    for thumbnail in manifest["thumbnails"]:
+        if not (manifest_dir / thumbnail["path"]).is_file():
+            problems.append(f"thumbnail {thumbnail['path']} is missing")
+    return problems
