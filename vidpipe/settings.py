@@ -21,4 +21,8 @@ def storage_dir() -> Path:
 
 def settle_seconds() -> float:
     """``VIDPIPE_SETTLE_SECONDS``: how long an upload must stay unchanged to count as finished."""
-    return float(os.environ.get("VIDPIPE_SETTLE_SECONDS") or 2.0)
+    text = os.environ.get("VIDPIPE_SETTLE_SECONDS") or "2"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"VIDPIPE_SETTLE_SECONDS must be a number of seconds, not {text!r}") from None
