@@ -10,7 +10,7 @@ import dagster as dg
 
 from vidpipe.defs.resources import FFmpegResource, VideoStorage
 from vidpipe.media.encoder import Progress
-from vidpipe.media.errors import UploadError, VidpipeError
+from vidpipe.media.errors import InvalidMediaError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung, plan_ladder
 from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest
@@ -26,15 +26,18 @@ TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EX
 
 
 @contextmanager
-def failures_for_people() -> Iterator[None]:
+def failures_for_people(storage: VideoStorage, key: str) -> Iterator[None]:
     """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
 
-    Errors about the input itself are final (``allow_retries=False``); a killed or
-    timed-out ffmpeg goes through the retry policy.
+    Errors about the input itself are final (``allow_retries=False``) and leave a
+    ``rejection.json`` beside the kept original; a killed or timed-out ffmpeg goes
+    through the retry policy.
     """
     try:
         yield
     except VidpipeError as err:
+        if isinstance(err, InvalidMediaError):
+            storage.record_rejection(key, err)
         raise dg.Failure(
             description=err.message,
             metadata={k: dg.MetadataValue.text(v) for k, v in err.context().items()},
@@ -48,13 +51,16 @@ def rendition_key(rung: Rung) -> dg.AssetKey:
 
 @dg.asset(partitions_def=videos, group_name="ingest", code_version="1", retry_policy=TRANSIENT_RETRIES)
 def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource) -> dg.Output:
-    """The upload, copied into immutable storage and probed.
+    """The upload, copied into immutable storage, probed and validated.
+
+    The validation gate refuses hostile, broken and oversized uploads before any encode;
+    the original is kept, with a ``rejection.json`` saying why.
 
     A run started by the upload sensor names the inbox file in its tags; a backfill
     reuses the original already in storage.
     """
     key = context.partition_key
-    with failures_for_people():
+    with failures_for_people(storage, key):
         stored = storage.stored_original(key)
         if stored is None:
             upload = context.run.tags.get(UPLOAD_PATH_TAG)
@@ -65,7 +71,8 @@ def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpe
                 )
             name = context.run.tags.get(UPLOAD_NAME_TAG) or Path(upload).name
             stored = storage.store_original(key, Path(upload), name)
-        info = ffmpeg.probe(stored.path)
+        info = ffmpeg.inspect(stored.path)
+    storage.clear_rejection(key)
     source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, path=stored.path, info=info)
     return dg.Output(
         source,
@@ -107,7 +114,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         planned = [p for p in plan.renditions if p.rung in selected]
         argv: list[str] = []
         outputs = {}
-        with failures_for_people():
+        with failures_for_people(storage, source_video.key):
             if planned:
                 out_dir = storage.output_dir(source_video.key, "renditions")
                 context.log.info(
@@ -160,7 +167,7 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
 @dg.asset(partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES)
 def thumbnail(source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths."""
-    with failures_for_people():
+    with failures_for_people(storage, source_video.key):
         frame = ffmpeg.first_frame(source_video.path, source_video.info)
     files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
     return dg.Output(

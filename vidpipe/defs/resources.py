@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from abc import abstractmethod
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,15 @@ from PIL import Image
 
 from vidpipe.inbox import InboxCursor, InboxScan, scan_inbox
 from vidpipe.media.encoder import Progress, build_encode_command, run_encode
+from vidpipe.media.errors import VidpipeError
 from vidpipe.media.files import copy_atomically_with_sha256, write_atomically
 from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
 from vidpipe.media.thumbnail import read_first_frame
+from vidpipe.media.validate import Limits, inspect_upload
+
+REJECTION_FILE = "rejection.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ class VideoStorage(dg.ConfigurableResource):
     @abstractmethod
     def output_dir(self, key: str, kind: str = "") -> Path:
         """A local folder for ``key``'s outputs of one kind (``""`` is the video's own folder)."""
+
+    @abstractmethod
+    def record_rejection(self, key: str, error: VidpipeError) -> None:
+        """Keep why ``key``'s upload was refused, next to its original."""
+
+    @abstractmethod
+    def clear_rejection(self, key: str) -> None:
+        """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
 
 
 class LocalVideoStorage(VideoStorage):
@@ -78,15 +91,49 @@ class LocalVideoStorage(VideoStorage):
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
+    def record_rejection(self, key: str, error: VidpipeError) -> None:
+        stored = self.stored_original(key)
+        record = {
+            "video": key,
+            "reason": error.message,
+            "error": type(error).__name__,
+            "original": stored.path.name if stored else None,
+            "original_name": stored.name if stored else None,
+            "rejected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ffmpeg_stderr_tail": error.stderr_tail,
+        }
+        write_atomically(self.output_dir(key) / REJECTION_FILE, json.dumps(record, indent=2).encode())
+
+    def clear_rejection(self, key: str) -> None:
+        (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)
+
 
 class FFmpegResource(dg.ConfigurableResource):
-    """How ffmpeg and ffprobe are run: binaries, threads and wall-clock limits."""
+    """How ffmpeg and ffprobe are run (binaries, threads, wall-clock limits) and what uploads they accept."""
 
     ffmpeg_path: str = "ffmpeg"
     ffprobe_path: str = "ffprobe"
     threads: int = 0
     probe_timeout_seconds: float = 60
     encode_timeout_seconds: float = 6 * 3600
+    max_pixels: int = Limits.max_pixels
+    max_frame_rate: float = Limits.max_frame_rate
+    max_duration_seconds: float = Limits.max_duration_seconds
+    max_file_bytes: int = Limits.max_file_bytes
+    max_streams: int = Limits.max_streams
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_pixels=self.max_pixels,
+            max_frame_rate=self.max_frame_rate,
+            max_duration_seconds=self.max_duration_seconds,
+            max_file_bytes=self.max_file_bytes,
+            max_streams=self.max_streams,
+        )
+
+    def inspect(self, upload: Path) -> VideoInfo:
+        """The validation gate: probe an upload, refuse it with a clear reason unless usable."""
+        return inspect_upload(upload, self.limits(), ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
 
     def probe(self, path: Path) -> VideoInfo:
         return probe(path, ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
@@ -100,18 +147,23 @@ class FFmpegResource(dg.ConfigurableResource):
         on_progress: Callable[[Progress], None] | None = None,
     ) -> tuple[list[str], dict[str, Path]]:
         """Encode every plan in one ffmpeg process; return its argv and the published files."""
-        command = build_encode_command(source, info, plans, out_dir, ffmpeg_bin=self.ffmpeg_path, threads=self.threads)
+        command = build_encode_command(
+            source, info, plans, out_dir, ffmpeg_bin=self.ffmpeg_path, threads=self.threads, max_pixels=self.max_pixels
+        )
         outputs = run_encode(
             command,
             duration=info.duration,
             timeout=self.encode_timeout_seconds,
+            codec=info.video_codec,
             on_progress=on_progress,
             subject=str(source),
         )
         return command.argv, outputs
 
     def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
-        return read_first_frame(source, info, ffmpeg_bin=self.ffmpeg_path, timeout=self.probe_timeout_seconds)
+        return read_first_frame(
+            source, info, ffmpeg_bin=self.ffmpeg_path, timeout=self.probe_timeout_seconds, max_pixels=self.max_pixels
+        )
 
 
 class InboxResource(dg.ConfigurableResource):

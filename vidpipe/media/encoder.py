@@ -11,10 +11,16 @@ import ffmpeg
 
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
-from vidpipe.media.probe import VideoInfo
+from vidpipe.media.errors import InvalidMediaError, ToolFailedError
+from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
 from vidpipe.media.tools import run_tool
+from vidpipe.media.validate import clock
 
-GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
+# -xerror: a decode error stops ffmpeg instead of being papered over (it exits 0 otherwise).
+GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-xerror", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
+DEFAULT_MAX_PIXELS = 8_294_400
+_CORRUPTION_MARKERS = ("corrupt decoded frame", "corrupt input packet", "error while decoding", "Invalid NAL unit")
+CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,20 @@ class EncodeCommand:
     final_outputs: dict[str, Path]
 
 
+def guarded_input(source: Path, info: VideoInfo, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """An ffmpeg-python input that reads only this local file, with the demuxer the probe found.
+
+    ``max_pixels`` makes the decoder refuse frames larger than the limit, whatever the header said.
+    """
+    return ffmpeg.input(
+        os.fspath(source),
+        f=info.demuxer,
+        protocol_whitelist="file",
+        format_whitelist=",".join(ALLOWED_DEMUXERS),
+        max_pixels=max_pixels,
+    )
+
+
 def output_filename(rung: Rung) -> str:
     return f"{rung.name}.{rung.format.extension}"
 
@@ -52,6 +72,7 @@ def build_encode_command(
     *,
     ffmpeg_bin: str = "ffmpeg",
     threads: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> EncodeCommand:
     """Build the single ffmpeg command that writes every planned rendition.
 
@@ -60,7 +81,7 @@ def build_encode_command(
     """
     if not plans:
         raise ValueError("nothing to encode")
-    stream = ffmpeg.input(os.fspath(source))
+    stream = guarded_input(source, info, max_pixels)
     video = stream[f"{info.video_stream}"]
     max_rate = plans[0].frame_rate
     if info.frame_rate != max_rate:
@@ -118,13 +139,27 @@ def run_encode(
     *,
     duration: float,
     timeout: float,
+    codec: str = "video",
     on_progress: Callable[[Progress], None] | None = None,
     subject: str | None = None,
 ) -> dict[str, Path]:
-    """Run the command; publish every output only if ffmpeg succeeded, else leave none."""
+    """Run the command; publish every output only if ffmpeg succeeded, else leave none.
+
+    A failure caused by corrupt input data becomes a permanent ``InvalidMediaError`` that
+    says where in the video decoding broke.
+    """
     parser = _ProgressParser(duration, on_progress)
     try:
-        run_tool(command.argv, timeout=timeout, on_stdout_line=parser.feed, subject=subject)
+        try:
+            run_tool(command.argv, timeout=timeout, on_stdout_line=parser.feed, subject=subject)
+        except ToolFailedError as err:
+            if err.retryable or not any(m in line for line in err.stderr_tail for m in _CORRUPTION_MARKERS):
+                raise
+            raise InvalidMediaError(
+                f"corrupt {CODEC_NAMES.get(codec, codec)} data at {clock(parser.seconds_done)}",
+                path=subject,
+                stderr_tail=err.stderr_tail,
+            ) from err
         for name, temporary in command.temporary_outputs.items():
             publish(temporary, command.final_outputs[name])
     finally:
@@ -142,17 +177,22 @@ class _ProgressParser:
         self.duration = duration
         self.callback = callback
         self.values: dict[str, str] = {}
+        self.seconds_done = 0.0
 
     def feed(self, line: str) -> None:
         key, _, value = line.partition("=")
         self.values[key.strip()] = value.strip()
-        if key.strip() != "progress" or self.callback is None:
+        if key.strip() != "progress":
             return
         out_time_us = self.values.get("out_time_us", "")
+        if out_time_us.isdigit():
+            self.seconds_done = int(out_time_us) / 1e6
+        if self.callback is None:
+            return
         speed = self.values.get("speed", "").rstrip("x")
         self.callback(
             Progress(
-                seconds_done=int(out_time_us) / 1e6 if out_time_us.lstrip("-").isdigit() else 0.0,
+                seconds_done=self.seconds_done,
                 seconds_total=self.duration,
                 speed=float(speed) if speed.replace(".", "", 1).isdigit() else None,
                 finished=value.strip() == "end",

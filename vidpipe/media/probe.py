@@ -10,6 +10,16 @@ from fractions import Fraction
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.tools import run_tool
 
+# ffmpeg picks its demuxer from a file's content. Only real containers are allowed (raw y4m
+# too, so a lying y4m header meets the pixel limit rather than a vague error), and only
+# local files: an HLS playlist or concat list can then never make ffmpeg open other files.
+ALLOWED_DEMUXERS = (
+    "mov", "matroska", "avi", "flv", "mpegts", "ogg", "mpeg", "asf", "mxf", "yuv4mpegpipe",
+    "mp3", "wav", "flac", "aac",
+)  # fmt: skip
+INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))
+SHOW_ALL = ("-show_format", "-show_streams")
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -38,6 +48,11 @@ class VideoInfo:
     audio_channels: int | None
     bit_rate: int | None
     size_bytes: int
+
+    @property
+    def demuxer(self) -> str:
+        """The demuxer ffprobe used (``"mov"`` for ``"mov,mp4,m4a,…"``), to force on later calls."""
+        return self.container.split(",")[0]
 
     @property
     def frame_rate(self) -> Fraction:
@@ -89,22 +104,29 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
-    """Probe ``path`` with ffprobe and return its facts.
-
-    ffmpeg-python's ``probe()`` has no time limit, so the same ffprobe call runs through
-    ``run_tool``.
-    """
+    """Probe a file vidpipe trusts (its own outputs); uploads go through ``validate.inspect_upload``."""
     path = os.fspath(path)
-    argv = [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", path]
     try:
-        raw = run_tool(argv, timeout=timeout, subject=path)
+        data = probe_json(path, ffprobe=ffprobe, timeout=timeout)
     except ToolFailedError as err:
         if err.retryable:
             raise
         raise InvalidMediaError(
             "not a readable video: ffprobe could not parse the file", path=path, stderr_tail=err.stderr_tail
         ) from err
-    return parse_probe(json.loads(raw or b"{}"), path=path)
+    return parse_probe(data, path=path)
+
+
+def probe_json(
+    path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float = 60, args: tuple[str, ...] = SHOW_ALL
+) -> dict:
+    """ffprobe's JSON for ``path``, read through the input guards.
+
+    ffmpeg-python's ``probe()`` has no time limit and no way to pass input options before
+    the file name, so the same ffprobe call runs through ``run_tool``.
+    """
+    argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *args, "-of", "json", os.fspath(path)]
+    return json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
 
 
 def parse_probe(data: dict, *, path: str) -> VideoInfo:

@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import ffmpeg
 from PIL import Image
 
+from vidpipe.media.encoder import DEFAULT_MAX_PIXELS, guarded_input
 from vidpipe.media.files import write_atomically
 from vidpipe.media.probe import VideoInfo
 from vidpipe.media.tools import run_tool
@@ -31,12 +31,14 @@ class ThumbnailFile:
     height: int
 
 
-def first_frame_command(source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg") -> list[str]:
+def first_frame_command(
+    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[str]:
     """ffmpeg writes the first decoded frame as one PNG on stdout and stops decoding.
 
     Autorotation makes it upright; scaling by the sample aspect ratio makes pixels square.
     """
-    picture = ffmpeg.input(os.fspath(source))[f"{info.video_stream}"]
+    picture = guarded_input(source, info, max_pixels)[f"{info.video_stream}"]
     if info.sample_aspect_ratio != 1:
         picture = picture.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
     output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
@@ -44,9 +46,9 @@ def first_frame_command(source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffm
 
 
 def read_first_frame(
-    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 60
+    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 60, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
-    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin)
+    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
     png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
     image = Image.open(io.BytesIO(png))
     image.load()
