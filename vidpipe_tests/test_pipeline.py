@@ -9,48 +9,15 @@ import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
-from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
+from vidpipe.defs.assets import UPLOAD_PATH_TAG
 from vidpipe.definitions import build_assets
 from vidpipe.media.files import sha256_file
-from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
 from vidpipe_tests.media import stream
+from vidpipe_tests.pipeline import Pipeline, step_failures, upload_tags
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
-
-
-class Pipeline:
-    def __init__(self, instance, storage_root):
-        self.instance = instance
-        self.storage_root = storage_root
-        self.resources = {"storage": LocalVideoStorage(root=str(storage_root)), "ffmpeg": FFmpegResource()}
-
-    def add(self, clip) -> str:
-        key = partition_key(clip.name, sha256_file(clip))
-        self.instance.add_dynamic_partitions(videos.name, [key])
-        return key
-
-    def materialize(self, key, *, assets=None, selection=None, tags=None, raise_on_error=True):
-        return dg.materialize(
-            assets or build_assets(),
-            selection=selection,
-            instance=self.instance,
-            partition_key=key,
-            resources=self.resources,
-            tags=tags or {},
-            raise_on_error=raise_on_error,
-        )
-
-    def latest_metadata(self, asset_key, key) -> dict:
-        event = self.instance.get_latest_materialization_event(asset_key)
-        assert event.asset_materialization.partition == key
-        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def upload_tags(clip):
-    return {UPLOAD_PATH_TAG: str(clip), UPLOAD_NAME_TAG: clip.name}
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +111,9 @@ def test_a_backfill_reuses_the_stored_original(pipeline, phone_video):
 def test_a_partition_without_upload_or_stored_original_fails_with_a_clear_message(pipeline, landscape_clip):
     key = pipeline.add(landscape_clip)
     result = pipeline.materialize(key, tags={UPLOAD_PATH_TAG: "/nonexistent/clip.mp4"}, raise_on_error=False)
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "the upload /nonexistent/clip.mp4 is gone" in failure.step_failure_data.user_failure_data.description
+    assert step_failures(result) == {
+        "source_video": f"no stored original for {key} and the upload /nonexistent/clip.mp4 is gone"
+    }
 
 
 def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(tmp_path, silent_clip):

@@ -1,0 +1,118 @@
+"""Generators for broken, hostile and odd uploads. Nothing binary is kept in the repository."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+from vidpipe_tests.media import make_clip
+
+SECRET = "VIDPIPE-SECRET-7f3a9c"
+
+
+def secret_file(folder: Path) -> Path:
+    path = folder / "secret.txt"
+    path.write_text(f"{SECRET}\n")
+    return path
+
+
+def hls_playlist(folder: Path) -> Path:
+    """A text HLS playlist named like a video, listing a local secret as its only segment."""
+    secret = secret_file(folder)
+    path = folder / "holiday.mp4"
+    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret}\n#EXT-X-ENDLIST\n")
+    return path
+
+
+def concat_list(folder: Path) -> Path:
+    secret = secret_file(folder)
+    path = folder / "party.mp4"
+    path.write_text(f"ffconcat version 1.0\nfile '{secret}'\nfile 'secret.txt'\n")
+    return path
+
+
+def y4m_bomb(folder: Path) -> Path:
+    """A 60-byte y4m file whose header claims 16000×16000 pixels."""
+    path = folder / "bomb.y4m"
+    path.write_bytes(b"YUV4MPEG2 W16000 H16000 F30:1 Ip A1:1 C420jpeg\nFRAME\n")
+    return path
+
+
+def truncated_mp4(folder: Path) -> Path:
+    """Index first (faststart), then cut short: the header still promises the whole clip."""
+    whole = folder / "whole-faststart.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole)],
+        check=True,
+    )  # fmt: skip
+    path = folder / "cut.mp4"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
+    return path
+
+
+def mp4_without_moov(folder: Path) -> Path:
+    """An MP4 whose index comes last, cut before it: what an interrupted phone upload looks like."""
+    whole = make_clip(folder / "whole.mp4", size="320x240", seconds=2)
+    path = folder / "no-moov.mp4"
+    data = whole.read_bytes()
+    path.write_bytes(data[: data.rfind(b"moov") - 4])
+    return path
+
+
+def flipped_bytes(folder: Path) -> Path:
+    """A valid header over a bitstream with every 97th byte of its second half inverted."""
+    whole = truncated_mp4(folder).with_name("whole-faststart.mp4")
+    data = bytearray(whole.read_bytes())
+    for offset in range(len(data) // 2, len(data) - 64, 97):
+        data[offset] ^= 0xFF
+    path = folder / "flipped.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zero_bytes(folder: Path) -> Path:
+    path = folder / "empty.mp4"
+    path.write_bytes(b"")
+    return path
+
+
+def text_as_mov(folder: Path) -> Path:
+    path = folder / "notes.mov"
+    path.write_text("Meeting notes\n- bring snacks\n")
+    return path
+
+
+def png_as_mp4(folder: Path) -> Path:
+    path = folder / "photo.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1",
+         "-f", "image2", "-c:v", "png", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def lying_duration(folder: Path, claimed_seconds: float = 3 * 3600) -> Path:
+    """30 frames in Matroska whose header claims ``claimed_seconds``."""
+    path = folder / "liar.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=30", "-frames:v", "30",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )  # fmt: skip
+    data = bytearray(path.read_bytes())
+    duration = data.find(b"\x44\x89\x88")  # Segment Info → Duration, an 8-byte float in milliseconds
+    data[duration + 3 : duration + 11] = struct.pack(">d", claimed_seconds * 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def audio_only(folder: Path) -> Path:
+    path = folder / "voice-memo.m4a"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=330:duration=2", "-c:a", "aac", str(path)],
+        check=True,
+    )
+    return path

@@ -1,0 +1,50 @@
+"""Materializing vidpipe's asset graph in-process against a real (temporary) instance."""
+
+import dagster as dg
+
+from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
+from vidpipe.definitions import build_assets
+from vidpipe.media.files import sha256_file
+from vidpipe.media.keys import partition_key
+
+
+class Pipeline:
+    def __init__(self, instance, storage_root):
+        self.instance = instance
+        self.storage_root = storage_root
+        self.resources = {"storage": LocalVideoStorage(root=str(storage_root)), "ffmpeg": FFmpegResource()}
+
+    def add(self, clip) -> str:
+        key = partition_key(clip.name, sha256_file(clip))
+        self.instance.add_dynamic_partitions(videos.name, [key])
+        return key
+
+    def materialize(self, key, *, assets=None, selection=None, tags=None, raise_on_error=True):
+        return dg.materialize(
+            assets or build_assets(),
+            selection=selection,
+            instance=self.instance,
+            partition_key=key,
+            resources=self.resources,
+            tags=tags or {},
+            raise_on_error=raise_on_error,
+        )
+
+    def latest_metadata(self, asset_key, key) -> dict:
+        event = self.instance.get_latest_materialization_event(asset_key)
+        assert event.asset_materialization.partition == key
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def upload_tags(clip):
+    return {UPLOAD_PATH_TAG: str(clip), UPLOAD_NAME_TAG: clip.name}
+
+
+def step_failures(result) -> dict[str, str]:
+    """Failed step → the description of its ``Failure`` (what the UI shows)."""
+    return {
+        event.step_key: event.step_failure_data.user_failure_data.description
+        for event in result.all_events
+        if event.is_step_failure
+    }

@@ -1,0 +1,116 @@
+"""Hostile and broken uploads: each refused with its own reason, nothing read that should not be."""
+
+import json
+import re
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from vidpipe.media.errors import InvalidMediaError
+from vidpipe.media.validate import Limits, inspect_upload
+from vidpipe_tests import hostile
+from vidpipe_tests.pipeline import Pipeline, step_failures, upload_tags
+
+REJECTIONS = [
+    (hostile.hls_playlist, "not a video: the file is an HLS playlist"),
+    (hostile.concat_list, "not a video: the file is an ffmpeg concat list"),
+    (hostile.y4m_bomb, "16000×16000 exceeds the 8,294,400-pixel limit"),
+    (hostile.truncated_mp4, re.compile(r"the file holds 0\.\d s of video but its header claims 00:00:03 \(truncated or corrupt upload\)")),
+    (hostile.mp4_without_moov, "the file is incomplete: its MP4 index (moov box) is missing, so the upload was probably cut short"),
+    (hostile.zero_bytes, "not a video: the file is empty"),
+    (hostile.text_as_mov, "not a video: the file is text"),
+    (hostile.png_as_mp4, "not a video: the file is a still image (png)"),
+    (hostile.lying_duration, "the file holds 1.0 s of video but its header claims 03:00:00 (truncated or corrupt upload)"),
+    (hostile.audio_only, "not a video: an audio-only file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make, reason", REJECTIONS, ids=[make.__name__ for make, _ in REJECTIONS])
+def test_the_gate_refuses_with_a_specific_reason(make, reason, tmp_path):
+    upload = make(tmp_path)
+    with pytest.raises(InvalidMediaError) as err:
+        inspect_upload(upload, Limits())
+    if isinstance(reason, re.Pattern):
+        assert reason.fullmatch(err.value.message), err.value.message
+    else:
+        assert err.value.message == reason
+    assert err.value.path == str(upload)
+
+
+def test_limits_are_configurable(tmp_path, landscape_clip):
+    assert inspect_upload(landscape_clip, Limits()).width == 640
+    cases = [
+        (Limits(max_pixels=640 * 360 - 1), "640×360 exceeds the 230,399-pixel limit"),
+        (Limits(max_frame_rate=25), "30 frames per second exceeds the limit of 25"),
+        (Limits(max_duration_seconds=4), "00:00:05 exceeds the 00:00:04 duration limit"),
+        (Limits(max_file_bytes=1000), f"{landscape_clip.stat().st_size / 2**20:.1f} MiB exceeds the 0.0 MiB file size limit"),
+        (Limits(max_streams=1), "2 streams exceed the limit of 1"),
+    ]
+    for limits, reason in cases:
+        with pytest.raises(InvalidMediaError) as err:
+            inspect_upload(landscape_clip, limits)
+        assert err.value.message == reason
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    with dg.instance_for_test() as instance:
+        yield Pipeline(instance, tmp_path_factory.mktemp("storage"))
+
+
+def process(pipeline, upload):
+    key = pipeline.add(upload)
+    return key, pipeline.materialize(key, tags=upload_tags(upload), raise_on_error=False)
+
+
+def everything_written(pipeline, result) -> bytes:
+    """Every byte vidpipe and Dagster wrote: stored files, Dagster's storage and the run's event log."""
+    roots = [pipeline.storage_root, Path(pipeline.instance.storage_directory())]
+    files = b"".join(p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file())
+    logs = "\n".join(str(event) for event in pipeline.instance.all_logs(result.run_id))
+    return files + logs.encode()
+
+
+def restarts(result) -> int:
+    return sum(1 for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_RESTARTED)
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (hostile.hls_playlist, "not a video: the file is an HLS playlist"),
+        (hostile.concat_list, "not a video: the file is an ffmpeg concat list"),
+    ],
+    ids=["hls_playlist", "concat_list"],
+)
+def test_a_playlist_fails_its_partition_without_opening_the_files_it_names(make, reason, pipeline, tmp_path):
+    upload = make(tmp_path)
+    key, result = process(pipeline, upload)
+    assert step_failures(result) == {"source_video": reason}
+    assert restarts(result) == 0
+    video_dir = pipeline.storage_root / key
+    assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()
+    assert json.loads((video_dir / "rejection.json").read_text())["reason"] == reason
+    assert not (video_dir / "renditions").exists() and not (video_dir / "thumbnails").exists()
+    assert hostile.SECRET.encode() not in everything_written(pipeline, result)
+
+
+def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(pipeline, tmp_path):
+    upload = hostile.flipped_bytes(tmp_path)
+    key, result = process(pipeline, upload)
+    failures = step_failures(result)
+    assert set(failures) == {"renditions"}
+    assert re.fullmatch(r"corrupt H\.264 data at 00:00:0[0-3]", failures["renditions"]), failures
+    assert restarts(result) == 0
+    video_dir = pipeline.storage_root / key
+    assert list((video_dir / "renditions").iterdir()) == []
+    assert json.loads((video_dir / "rejection.json").read_text())["reason"] == failures["renditions"]
+    assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()
+
+
+def test_a_rejected_upload_does_not_stop_the_next_one(pipeline, tmp_path, tiny_clip):
+    process(pipeline, hostile.zero_bytes(tmp_path))
+    key, result = process(pipeline, tiny_clip)
+    assert result.success
+    assert (pipeline.storage_root / key / "manifest.json").is_file()
