@@ -1,11 +1,26 @@
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
+from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.errors import ToolFailedError, ToolTimeoutError
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.tools import run_tool
-from vidpipe_tests.media import decode_frame, frame_count, keyframe_times, mean_difference, stream, top_level_boxes
+from vidpipe_tests.media import (
+    decode_frame,
+    frame_count,
+    keyframe_times,
+    make_clip,
+    mean_difference,
+    stream,
+    top_level_boxes,
+)
 
 
 def encode(source, out_dir, **kwargs):
@@ -116,3 +131,60 @@ def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landsca
 def test_a_stuck_process_is_killed_at_its_time_limit():
     with pytest.raises(ToolTimeoutError, match="longer than 0.5 s"):
         run_tool(["sleep", "30"], timeout=0.5)
+
+
+CRASHING_WORKER = """
+import sys
+from pathlib import Path
+from vidpipe.media.encoder import build_encode_command, run_encode
+from vidpipe.media.ladder import plan_ladder
+from vidpipe.media.probe import probe
+source, out = Path(sys.argv[1]), Path(sys.argv[2])
+info = probe(source)
+command = build_encode_command(source, info, list(plan_ladder(info).renditions), out)
+run_encode(command, duration=info.duration, timeout=120)
+"""
+
+
+def ffmpeg_writing_into(folder) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"ffmpeg" in cmdline and str(folder).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_encode_leaves_no_output_and_the_rerun_completes(clips, tmp_path):
+    long_clip = make_clip(clips / "long.mp4", seconds=20)
+    out = tmp_path / "renditions"
+    out.mkdir()
+    worker = subprocess.Popen([sys.executable, "-c", CRASHING_WORKER, str(long_clip), str(out)])
+    wait_for(lambda: any(p.stat().st_size > 0 for p in out.glob(".*.partial.*")))
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    # ffmpeg dies with its worker rather than finishing an encode nobody will publish.
+    wait_for(lambda: not ffmpeg_writing_into(out), seconds=2)
+
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    orphans = sorted(out.iterdir())
+    assert orphans and sorted(remove_orphaned_temporaries(out)) == orphans
+    _, _, outputs = encode(long_clip, out)
+    assert sorted(p.name for p in out.iterdir()) == ["h264_240p.mp4", "h264_360p.mp4", "vp9_360p.webm"]
+    assert abs(frame_count(outputs["vp9_360p"]) - frame_count(long_clip)) <= 1
+
+
+def test_temporary_files_of_a_live_writer_are_left_alone(tmp_path):
+    mine = temporary_sibling(tmp_path / "h264_720p.mp4")
+    mine.write_bytes(b"in progress")
+    assert remove_orphaned_temporaries(tmp_path) == [] and mine.exists()

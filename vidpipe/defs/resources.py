@@ -16,7 +16,7 @@ from PIL import Image
 from vidpipe.inbox import InboxCursor, InboxScan, scan_inbox
 from vidpipe.media.encoder import Progress, build_encode_command, run_encode
 from vidpipe.media.errors import VidpipeError
-from vidpipe.media.files import copy_atomically_with_sha256, write_atomically
+from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_temporaries, write_atomically
 from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
@@ -87,8 +87,10 @@ class LocalVideoStorage(VideoStorage):
         return StoredOriginal(path=self.video_dir(key) / record["file"], name=record["name"], sha256=record["sha256"])
 
     def output_dir(self, key: str, kind: str = "") -> Path:
+        """Created on demand; temporary files left by a killed writer are cleared first."""
         directory = self.video_dir(key) / kind
         directory.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(directory)
         return directory
 
     def record_rejection(self, key: str, error: VidpipeError) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -12,9 +13,33 @@ from vidpipe.media.errors import UploadError
 HASH_CHUNK = 1 << 20
 
 
+_TEMPORARY_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?$")
+
+
 def temporary_sibling(final: Path) -> Path:
-    """A hidden, unique name next to ``final`` that keeps its extension."""
-    return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.partial{final.suffix}")
+    """A hidden, unique name next to ``final`` that keeps its extension and names its writer's pid."""
+    return final.with_name(f".{final.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{final.suffix}")
+
+
+def remove_orphaned_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files whose writing process is gone (killed mid-write); return them."""
+    removed = []
+    for path in directory.iterdir():
+        match = _TEMPORARY_NAME.match(path.name)
+        if match and not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish(temporary: Path, final: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -12,6 +15,18 @@ from collections.abc import Callable, Sequence
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
 
 STDERR_TAIL_LINES = 12
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the process that started us dies (kill -9 included).
+
+    ffmpeg runs in its own session so a timeout can kill its whole group; without this it
+    would outlive a killed worker and keep burning CPU on output nobody will publish.
+    """
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_tool(
@@ -33,6 +48,7 @@ def run_tool(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject) from exc
