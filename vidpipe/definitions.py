@@ -8,7 +8,7 @@ from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.checks import manifest_outputs_complete
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
-from vidpipe.defs.sensors import build_upload_sensor
+from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
 
 PROCESS_JOB_NAME = "process_video"
@@ -28,7 +28,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     return dg.Definitions(
         assets=build_assets(ladder),
         jobs=[process_video],
-        sensors=[build_upload_sensor(process_video)],
+        sensors=[build_upload_sensor(process_video), failed_video_runs],
         resources={
             "storage": LocalVideoStorage(root=str(settings.storage_dir())),
             "ffmpeg": FFmpegResource(),

@@ -7,10 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import hostile
-from vidpipe_tests.pipeline import Pipeline, step_failures, upload_tags
+from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
 
 REJECTIONS = [
     (hostile.hls_playlist, "not a video: the file is an HLS playlist"),
@@ -114,3 +115,21 @@ def test_a_rejected_upload_does_not_stop_the_next_one(pipeline, tmp_path, tiny_c
     key, result = process(pipeline, tiny_clip)
     assert result.success
     assert (pipeline.storage_root / key / "manifest.json").is_file()
+
+
+def test_failed_runs_are_recorded_for_operators_with_how_to_rerun(pipeline, tmp_path):
+    key, result = process(pipeline, hostile.text_as_mov(tmp_path))
+    [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_video_runs",
+        dagster_event=run_failure,
+        dagster_instance=pipeline.instance,
+        dagster_run=pipeline.instance.get_run_by_id(result.run_id),
+        resources={"storage": pipeline.resources["storage"]},
+    ).for_run_failure()
+    failed_video_runs(context)
+    log = (pipeline.storage_root / "failed_runs.jsonl").read_text().splitlines()
+    [entry] = [json.loads(line) for line in log if result.run_id in line]
+    assert entry["video"] == key
+    assert entry["reason"] == "source_video: not a video: the file is text"
+    assert entry["rerun"] == f"dagster job backfill -w workspace.yaml -j process_video --partitions {key} --noprompt"

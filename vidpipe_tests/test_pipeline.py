@@ -15,7 +15,7 @@ from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
 from vidpipe_tests.media import stream
-from vidpipe_tests.pipeline import Pipeline, step_failures, upload_tags
+from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
 

@@ -8,9 +8,8 @@ import dagster as dg
 import pytest
 
 from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
-from vidpipe.defs.resources import InboxResource
-from vidpipe.definitions import build_definitions
 from vidpipe.media.files import sha256_file
+from vidpipe_tests.harness import SensorHarness
 
 
 @pytest.fixture()
@@ -24,24 +23,6 @@ def inbox(tmp_path):
     folder = tmp_path / "inbox"
     folder.mkdir()
     return folder
-
-
-class SensorHarness:
-    """Evaluates the sensor the way the daemon does: cursor carried over, partition requests applied."""
-
-    def __init__(self, instance, inbox, settle_seconds):
-        self.instance = instance
-        self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
-        self.resources = {"inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds)}
-        self.cursor = None
-
-    def tick(self) -> dg.SensorResult:
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources)
-        result = self.sensor(context)
-        for request in result.dynamic_partitions_requests:
-            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        self.cursor = result.cursor
-        return result
 
 
 def copy_in(source, inbox, name):

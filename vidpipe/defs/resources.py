@@ -24,6 +24,11 @@ from vidpipe.media.thumbnail import read_first_frame
 from vidpipe.media.validate import Limits, inspect_upload
 
 REJECTION_FILE = "rejection.json"
+FAILED_RUNS_FILE = "failed_runs.jsonl"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class VideoStorage(dg.ConfigurableResource):
     @abstractmethod
     def clear_rejection(self, key: str) -> None:
         """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
+
+    @abstractmethod
+    def record_failed_run(self, entry: dict) -> None:
+        """Append one failed run to the operators' log."""
 
 
 class LocalVideoStorage(VideoStorage):
@@ -101,13 +110,21 @@ class LocalVideoStorage(VideoStorage):
             "error": type(error).__name__,
             "original": stored.path.name if stored else None,
             "original_name": stored.name if stored else None,
-            "rejected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rejected_at": _now(),
             "ffmpeg_stderr_tail": error.stderr_tail,
         }
         write_atomically(self.output_dir(key) / REJECTION_FILE, json.dumps(record, indent=2).encode())
 
     def clear_rejection(self, key: str) -> None:
         (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)
+
+    def record_failed_run(self, entry: dict) -> None:
+        """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
+        root = Path(self.root)
+        root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"failed_at": _now(), **entry}, sort_keys=True) + "\n"
+        with open(root / FAILED_RUNS_FILE, "a", encoding="utf-8") as log:
+            log.write(line)
 
 
 class FFmpegResource(dg.ConfigurableResource):

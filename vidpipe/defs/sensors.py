@@ -3,7 +3,7 @@
 import dagster as dg
 
 from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
-from vidpipe.defs.resources import InboxResource
+from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
 
@@ -47,3 +47,34 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         )
 
     return upload_sensor
+
+
+@dg.run_failure_sensor(name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING)
+def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage) -> None:
+    """Records every failed run (sensor, backfill or manual) with its reason and how to re-run it.
+
+    The record is a line of ``failed_runs.jsonl`` in storage, for operators and scripts;
+    the UI shows the same runs under Runs → Failed and the partitions as failed.
+    """
+    video = context.dagster_run.tags.get("dagster/partition")
+    reasons = [describe_step_failure(event) for event in context.get_step_failure_events()]
+    reason = "; ".join(reasons) or (context.failure_event.message or "the run failed")
+    storage.record_failed_run(
+        {
+            "run_id": context.dagster_run.run_id,
+            "job": context.dagster_run.job_name,
+            "video": video,
+            "reason": reason,
+            "rerun": f"dagster job backfill -w workspace.yaml -j process_video --partitions {video} --noprompt"
+            if video
+            else None,
+        }
+    )
+    context.log.warning(f"run {context.dagster_run.run_id} for video {video} failed: {reason}")
+
+
+def describe_step_failure(event: dg.DagsterEvent) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return f"{event.step_key}: {data.user_failure_data.description}"
+    return f"{event.step_key}: {data.error.message.strip().splitlines()[-1] if data.error else 'failed'}"

@@ -1,10 +1,10 @@
-"""Materializing vidpipe's asset graph in-process against a real (temporary) instance."""
+"""Running vidpipe's sensor and asset graph in-process against a real (temporary) instance."""
 
 import dagster as dg
 
 from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
-from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
-from vidpipe.definitions import build_assets
+from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
+from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 
@@ -48,3 +48,21 @@ def step_failures(result) -> dict[str, str]:
         for event in result.all_events
         if event.is_step_failure
     }
+
+
+class SensorHarness:
+    """Evaluates the sensor the way the daemon does: cursor carried over, partition requests applied."""
+
+    def __init__(self, instance, inbox, settle_seconds):
+        self.instance = instance
+        self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
+        self.resources = {"inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds)}
+        self.cursor = None
+
+    def tick(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources)
+        result = self.sensor(context)
+        for request in result.dynamic_partitions_requests:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        self.cursor = result.cursor
+        return result
