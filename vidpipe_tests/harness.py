@@ -5,8 +5,11 @@ import dagster as dg
 from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.definitions import build_assets, build_definitions
+from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
+from vidpipe.media.ladder import plan_ladder
+from vidpipe.media.validate import Limits, inspect_upload
 
 
 class Pipeline:
@@ -66,3 +69,11 @@ class SensorHarness:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         self.cursor = result.cursor
         return result
+
+
+def encode_upload(source, out_dir, rungs=None):
+    """The media path of one upload without Dagster: the gate, the ladder plan, one ffmpeg run."""
+    info = inspect_upload(source, Limits())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plans = [p for p in plan_ladder(info).renditions if rungs is None or p.rung.name in rungs]
+    return info, run_encode(build_encode_command(source, info, plans, out_dir), duration=info.duration, timeout=120)

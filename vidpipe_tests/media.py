@@ -112,7 +112,7 @@ def video_info(
     return VideoInfo(
         container="mov,mp4,m4a,3gp,3g2,mj2", duration=10.0, width=width, height=height, rotation=rotation,
         sample_aspect_ratio=sar, avg_frame_rate=fps, nominal_frame_rate=fps, pixel_format="yuv420p",
-        color_transfer=None, video_codec="h264", video_stream=0, audio_stream=1 if audio else None,
+        color_transfer=None, field_order="progressive", video_codec="h264", video_stream=0, audio_stream=1 if audio else None,
         has_audio=audio, audio_codec="aac" if audio else None, audio_channels=2 if audio else None,
         bit_rate=1_000_000, size_bytes=1_250_000,
     )

@@ -10,20 +10,20 @@ import pytest
 from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
-from vidpipe_tests import hostile
+from vidpipe_tests import corpus
 from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
 
 REJECTIONS = [
-    (hostile.hls_playlist, "not a video: the file is an HLS playlist"),
-    (hostile.concat_list, "not a video: the file is an ffmpeg concat list"),
-    (hostile.y4m_bomb, "16000×16000 exceeds the 8,294,400-pixel limit"),
-    (hostile.truncated_mp4, re.compile(r"the file holds 0\.\d s of video but its header claims 00:00:03 \(truncated or corrupt upload\)")),
-    (hostile.mp4_without_moov, "the file is incomplete: its MP4 index (moov box) is missing, so the upload was probably cut short"),
-    (hostile.zero_bytes, "not a video: the file is empty"),
-    (hostile.text_as_mov, "not a video: the file is text"),
-    (hostile.png_as_mp4, "not a video: the file is a still image (png)"),
-    (hostile.lying_duration, "the file holds 1.0 s of video but its header claims 03:00:00 (truncated or corrupt upload)"),
-    (hostile.audio_only, "not a video: an audio-only file"),
+    (corpus.hls_playlist, "not a video: the file is an HLS playlist"),
+    (corpus.concat_list, "not a video: the file is an ffmpeg concat list"),
+    (corpus.y4m_bomb, "16000×16000 exceeds the 8,294,400-pixel limit"),
+    (corpus.truncated_mp4, re.compile(r"the file holds 0\.\d s of video but its header claims 00:00:03 \(truncated or corrupt upload\)")),
+    (corpus.mp4_without_moov, "the file is incomplete: its MP4 index (moov box) is missing, so the upload was probably cut short"),
+    (corpus.zero_bytes, "not a video: the file is empty"),
+    (corpus.text_as_mov, "not a video: the file is text"),
+    (corpus.png_as_mp4, "not a video: the file is a still image (png)"),
+    (corpus.lying_duration, "the file holds 1.0 s of video but its header claims 03:00:00 (truncated or corrupt upload)"),
+    (corpus.audio_only, "not a video: an audio-only file"),
 ]  # fmt: skip
 
 
@@ -80,8 +80,8 @@ def restarts(result) -> int:
 @pytest.mark.parametrize(
     "make, reason",
     [
-        (hostile.hls_playlist, "not a video: the file is an HLS playlist"),
-        (hostile.concat_list, "not a video: the file is an ffmpeg concat list"),
+        (corpus.hls_playlist, "not a video: the file is an HLS playlist"),
+        (corpus.concat_list, "not a video: the file is an ffmpeg concat list"),
     ],
     ids=["hls_playlist", "concat_list"],
 )
@@ -94,11 +94,11 @@ def test_a_playlist_fails_its_partition_without_opening_the_files_it_names(make,
     assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()
     assert json.loads((video_dir / "rejection.json").read_text())["reason"] == reason
     assert not (video_dir / "renditions").exists() and not (video_dir / "thumbnails").exists()
-    assert hostile.SECRET.encode() not in everything_written(pipeline, result)
+    assert corpus.SECRET.encode() not in everything_written(pipeline, result)
 
 
 def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(pipeline, tmp_path):
-    upload = hostile.flipped_bytes(tmp_path)
+    upload = corpus.flipped_bytes(tmp_path)
     key, result = process(pipeline, upload)
     failures = step_failures(result)
     assert set(failures) == {"renditions"}
@@ -111,14 +111,14 @@ def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(
 
 
 def test_a_rejected_upload_does_not_stop_the_next_one(pipeline, tmp_path, tiny_clip):
-    process(pipeline, hostile.zero_bytes(tmp_path))
+    process(pipeline, corpus.zero_bytes(tmp_path))
     key, result = process(pipeline, tiny_clip)
     assert result.success
     assert (pipeline.storage_root / key / "manifest.json").is_file()
 
 
 def test_failed_runs_are_recorded_for_operators_with_how_to_rerun(pipeline, tmp_path):
-    key, result = process(pipeline, hostile.text_as_mov(tmp_path))
+    key, result = process(pipeline, corpus.text_as_mov(tmp_path))
     [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
     context = dg.build_run_status_sensor_context(
         sensor_name="failed_video_runs",

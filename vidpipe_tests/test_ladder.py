@@ -91,3 +91,14 @@ def test_editing_one_rung_changes_only_its_code_version():
     assert changed == {"h264_480p"}
     assert len({r.code_version for r in DEFAULT_LADDER}) == len(DEFAULT_LADDER)
     assert len({r.name for r in DEFAULT_LADDER}) == len(DEFAULT_LADDER)
+
+
+def test_frame_rates_snap_to_the_nearest_standard_rate():
+    def rate(fps):
+        return plan_ladder(video_info(1280, 720, fps=fps)).renditions[0].frame_rate
+
+    assert rate(Fraction(30)) == Fraction(30)
+    assert rate(Fraction(2997, 100)) == Fraction(30000, 1001)
+    assert rate(Fraction(2995, 100)) == Fraction(30000, 1001)
+    assert rate(Fraction(25)) == Fraction(25)
+    assert rate(Fraction(45, 2)) == Fraction(45, 2)

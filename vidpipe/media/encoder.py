@@ -20,6 +20,7 @@ from vidpipe.media.validate import clock
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-xerror", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
 DEFAULT_MAX_PIXELS = 8_294_400
 _CORRUPTION_MARKERS = ("corrupt decoded frame", "corrupt input packet", "error while decoding", "Invalid NAL unit")
+SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
 
 
@@ -60,6 +61,21 @@ def guarded_input(source: Path, info: VideoInfo, max_pixels: int = DEFAULT_MAX_P
     )
 
 
+def condition_picture(video, info: VideoInfo):
+    """Deinterlace interlaced sources; tone-map HDR (PQ/HLG) to SDR BT.709 for 8-bit rungs."""
+    if info.is_interlaced:
+        video = video.filter("bwdif", mode="send_frame", parity="auto", deint="all")
+    if info.is_hdr:
+        video = (
+            video.filter("zscale", t="linear", npl=100)
+            .filter("format", "gbrpf32le")
+            .filter("zscale", p="bt709")
+            .filter("tonemap", tonemap="hable", desat=0)
+            .filter("zscale", t="bt709", m="bt709", r="tv")
+        )
+    return video
+
+
 def output_filename(rung: Rung) -> str:
     return f"{rung.name}.{rung.format.extension}"
 
@@ -78,14 +94,13 @@ def build_encode_command(
 
     ffmpeg's default autorotation turns the decoded picture upright before the split,
     and every branch scales to square pixels, so outputs need no rotation metadata.
+    Before the split the picture is deinterlaced and tone-mapped when needed and brought
+    to a constant frame rate, once for all rungs.
     """
     if not plans:
         raise ValueError("nothing to encode")
     stream = guarded_input(source, info, max_pixels)
-    video = stream[f"{info.video_stream}"]
-    max_rate = plans[0].frame_rate
-    if info.frame_rate != max_rate:
-        video = video.filter("fps", str(max_rate))
+    video = condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(plans[0].frame_rate))
     branches = video.filter_multi_output("split", len(plans)) if len(plans) > 1 else None
     outputs = []
     temporary, final = {}, {}
@@ -97,14 +112,13 @@ def build_encode_command(
         inputs = [picture]
         if plan.has_audio and info.audio_stream is not None:
             inputs.append(stream[f"{info.audio_stream}"])
-        outputs.append(
-            ffmpeg.output(*inputs, os.fspath(temporary[plan.rung.name]), **_output_options(plan, threads))
-        )
+        options = _output_options(plan, threads, tone_mapped=info.is_hdr)
+        outputs.append(ffmpeg.output(*inputs, os.fspath(temporary[plan.rung.name]), **options))
     argv = [ffmpeg_bin, *GLOBAL_ARGS, *ffmpeg.merge_outputs(*outputs).get_args()]
     return EncodeCommand(argv=argv, temporary_outputs=temporary, final_outputs=final)
 
 
-def _output_options(plan: PlannedRendition, threads: int) -> dict[str, object]:
+def _output_options(plan: PlannedRendition, threads: int, *, tone_mapped: bool) -> dict[str, object]:
     rung, fmt = plan.rung, plan.rung.format
     keyint = plan.keyframe_interval_frames
     options: dict[str, object] = {
@@ -118,6 +132,7 @@ def _output_options(plan: PlannedRendition, threads: int) -> dict[str, object]:
         "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_SECONDS})",
         "map_metadata": -1,
         "map_chapters": -1,
+        **(SDR_BT709_TAGS if tone_mapped else {}),
         **fmt.muxer_options,
     }
     if threads:

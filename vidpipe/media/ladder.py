@@ -146,9 +146,21 @@ def plan_ladder(info: VideoInfo, ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> L
     return LadderPlan(renditions=tuple(renditions), skipped=skipped)
 
 
+STANDARD_FRAME_RATES = tuple(
+    Fraction(rate) for rate in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60")
+)
+
+
 def output_frame_rate(info: VideoInfo) -> Fraction:
+    """The source's rate snapped to a standard rate within 1 %, capped at 60.
+
+    Variable-rate sources are encoded at this constant rate (frames duplicated or dropped
+    by timestamp, so audio stays in sync).
+    """
     rate = info.frame_rate or Fraction(30)
-    return min(rate, Fraction(MAX_FRAME_RATE))
+    nearest = min(STANDARD_FRAME_RATES, key=lambda std: abs(rate - std))
+    snapped = nearest if abs(rate - nearest) <= nearest / 100 else rate
+    return min(snapped, Fraction(MAX_FRAME_RATE))
 
 
 def _size(info: VideoInfo, rung: Rung, short_side: int) -> PlannedRendition:

@@ -40,6 +40,7 @@ class VideoInfo:
     nominal_frame_rate: Fraction
     pixel_format: str | None
     color_transfer: str | None
+    field_order: str | None
     video_codec: str
     video_stream: int
     audio_stream: int | None
@@ -56,8 +57,15 @@ class VideoInfo:
 
     @property
     def frame_rate(self) -> Fraction:
-        """The rate frames are shown at: the average rate, or the nominal one if unknown."""
-        return self.avg_frame_rate or self.nominal_frame_rate
+        """The rate to show frames at.
+
+        The nominal rate when it is plausible (variable-rate phone video has a nominal
+        rate at or above its average), else the average rate.
+        """
+        nominal, average = self.nominal_frame_rate, self.avg_frame_rate
+        if nominal and nominal <= 240 and (not average or nominal >= average * Fraction(99, 100)):
+            return nominal
+        return average or nominal
 
     @property
     def display_width(self) -> int:
@@ -68,6 +76,15 @@ class VideoInfo:
     def display_height(self) -> int:
         """Upright height in square pixels."""
         return self._upright()[1]
+
+    @property
+    def is_hdr(self) -> bool:
+        """PQ (HDR10, Dolby Vision base layer) or HLG transfer: needs tone-mapping for SDR outputs."""
+        return self.color_transfer in ("smpte2084", "arib-std-b67")
+
+    @property
+    def is_interlaced(self) -> bool:
+        return self.field_order in ("tt", "bb", "tb", "bt")
 
     @property
     def short_side(self) -> int:
@@ -94,6 +111,7 @@ class VideoInfo:
             "nominal_frame_rate": str(self.nominal_frame_rate),
             "pixel_format": self.pixel_format,
             "color_transfer": self.color_transfer,
+            "field_order": self.field_order,
             "video_codec": self.video_codec,
             "has_audio": self.has_audio,
             "audio_codec": self.audio_codec,
@@ -153,6 +171,7 @@ def parse_probe(data: dict, *, path: str) -> VideoInfo:
         nominal_frame_rate=_ratio(video.get("r_frame_rate")),
         pixel_format=video.get("pix_fmt"),
         color_transfer=video.get("color_transfer"),
+        field_order=video.get("field_order"),
         video_codec=video.get("codec_name", "unknown"),
         video_stream=int(video["index"]),
         audio_stream=int(audio["index"]) if audio else None,

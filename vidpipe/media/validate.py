@@ -134,11 +134,12 @@ def check_packets(info: VideoInfo, video_packets: int, path: Path) -> None:
     A truncated upload keeps its header, and a hostile one can claim hours it does not
     hold: either way far fewer frames are present than the header promises.
     """
-    expected = info.duration * float(info.frame_rate or 0)
+    rate = float(info.avg_frame_rate or info.frame_rate or 0)  # the average: right for variable-rate video
+    expected = info.duration * rate
     if video_packets == 0:
         raise InvalidMediaError("the file holds no video frames", path=str(path))
     if expected and video_packets < 0.9 * expected - 2:
-        present = video_packets / float(info.frame_rate)
+        present = video_packets / rate
         raise InvalidMediaError(
             f"the file holds {present:.1f} s of video but its header claims {clock(info.duration)} "
             "(truncated or corrupt upload)",

@@ -116,3 +116,61 @@ def audio_only(folder: Path) -> Path:
         check=True,
     )
     return path
+
+
+def _lavfi(path: Path, video: str, *output_args: str, audio: str | None = None) -> Path:
+    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video]
+    if audio:
+        argv += ["-f", "lavfi", "-i", audio]
+    subprocess.run([*argv, *output_args, str(path)], check=True)
+    return path
+
+
+def variable_frame_rate(folder: Path) -> Path:
+    """2 s with audio: the first second at 30 fps, the second at 15 fps, timestamps kept as they are."""
+    return _lavfi(
+        folder / "vfr.mp4", "testsrc2=size=320x240:rate=30:duration=2",
+        "-vf", "select='lt(t\\,1)+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+        "-c:a", "aac",
+        audio="sine=duration=2:sample_rate=48000",
+    )  # fmt: skip
+
+
+def interlaced(folder: Path) -> Path:
+    """Top-field-first interlaced H.264, 30 frames (60 fields) per second."""
+    return _lavfi(
+        folder / "interlaced.mp4", "testsrc2=size=320x240:rate=60:duration=1",
+        "-vf", "tinterlace=mode=interleave_top,setfield=tff", "-flags", "+ilme+ildct", "-c:v", "libx264",
+        "-x264-params", "tff=1", "-pix_fmt", "yuv420p",
+    )  # fmt: skip
+
+
+def ten_bit(folder: Path, transfer: str | None = None) -> Path:
+    """10-bit H.264; with ``transfer`` (smpte2084 = PQ, arib-std-b67 = HLG) tagged as BT.2020 HDR."""
+    tags = ["-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc"] if transfer else []
+    return _lavfi(
+        folder / f"ten-bit-{transfer or 'sdr'}.mp4", "testsrc2=size=320x240:rate=30:duration=1",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p10le", *tags,
+    )  # fmt: skip
+
+
+def two_audio_tracks(folder: Path) -> Path:
+    """Two audio tracks; the second (2 s long, the first only 1 s) is marked default."""
+    path = folder / "two-tracks.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=2",
+         "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-f", "lavfi", "-i", "sine=frequency=880:duration=2",
+         "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+         "-disposition:a:0", "0", "-disposition:a:1", "default", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def two_frames(folder: Path) -> Path:
+    return _lavfi(folder / "two-frames.mp4", "testsrc2=size=320x240:rate=30", "-frames:v", "2", "-c:v", "libx264",
+                  "-pix_fmt", "yuv420p")  # fmt: skip
+
+
+def two_by_two(folder: Path) -> Path:
+    return make_clip(folder / "2x2.mp4", size="2x2", seconds=1, audio=False, pix_fmt="yuv444p")
