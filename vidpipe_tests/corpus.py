@@ -11,6 +11,14 @@ from vidpipe_tests.media import make_clip
 SECRET = "VIDPIPE-SECRET-7f3a9c"
 
 
+def _lavfi(path: Path, video: str, *output_args: str, audio: str | None = None) -> Path:
+    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video]
+    if audio:
+        argv += ["-f", "lavfi", "-i", audio]
+    subprocess.run([*argv, *output_args, str(path)], check=True)
+    return path
+
+
 def secret_file(folder: Path) -> Path:
     path = folder / "secret.txt"
     path.write_text(f"{SECRET}\n")
@@ -41,11 +49,9 @@ def y4m_bomb(folder: Path) -> Path:
 
 def truncated_mp4(folder: Path) -> Path:
     """Index first (faststart), then cut short: the header still promises the whole clip."""
-    whole = folder / "whole-faststart.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole)],
-        check=True,
+    whole = _lavfi(
+        folder / "whole-faststart.mp4", "testsrc2=size=320x240:rate=30:duration=3",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
     )  # fmt: skip
     path = folder / "cut.mp4"
     path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
@@ -85,23 +91,14 @@ def text_as_mov(folder: Path) -> Path:
 
 
 def png_as_mp4(folder: Path) -> Path:
-    path = folder / "photo.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1",
-         "-f", "image2", "-c:v", "png", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return _lavfi(folder / "photo.mp4", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", "-c:v", "png")
 
 
 def lying_duration(folder: Path, claimed_seconds: float = 3 * 3600) -> Path:
     """30 frames in Matroska whose header claims ``claimed_seconds``."""
-    path = folder / "liar.mkv"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=30", "-frames:v", "30",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )  # fmt: skip
+    path = _lavfi(
+        folder / "liar.mkv", "testsrc2=size=64x64:rate=30", "-frames:v", "30", "-c:v", "libx264", "-pix_fmt", "yuv420p"
+    )
     data = bytearray(path.read_bytes())
     duration = data.find(b"\x44\x89\x88")  # Segment Info → Duration, an 8-byte float in milliseconds
     data[duration + 3 : duration + 11] = struct.pack(">d", claimed_seconds * 1000)
@@ -110,20 +107,7 @@ def lying_duration(folder: Path, claimed_seconds: float = 3 * 3600) -> Path:
 
 
 def audio_only(folder: Path) -> Path:
-    path = folder / "voice-memo.m4a"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=330:duration=2", "-c:a", "aac", str(path)],
-        check=True,
-    )
-    return path
-
-
-def _lavfi(path: Path, video: str, *output_args: str, audio: str | None = None) -> Path:
-    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video]
-    if audio:
-        argv += ["-f", "lavfi", "-i", audio]
-    subprocess.run([*argv, *output_args, str(path)], check=True)
-    return path
+    return _lavfi(folder / "voice-memo.m4a", "sine=frequency=330:duration=2", "-c:a", "aac")
 
 
 def variable_frame_rate(folder: Path) -> Path:
@@ -168,8 +152,9 @@ def two_audio_tracks(folder: Path) -> Path:
 
 
 def two_frames(folder: Path) -> Path:
-    return _lavfi(folder / "two-frames.mp4", "testsrc2=size=320x240:rate=30", "-frames:v", "2", "-c:v", "libx264",
-                  "-pix_fmt", "yuv420p")  # fmt: skip
+    return _lavfi(
+        folder / "two-frames.mp4", "testsrc2=size=320x240:rate=30", "-frames:v", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p"
+    )
 
 
 def two_by_two(folder: Path) -> Path:
