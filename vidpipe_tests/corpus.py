@@ -159,3 +159,30 @@ def two_frames(folder: Path) -> Path:
 
 def two_by_two(folder: Path) -> Path:
     return make_clip(folder / "2x2.mp4", size="2x2", seconds=1, audio=False, pix_fmt="yuv444p")
+
+
+def _four_seconds(folder: Path) -> Path:
+    return _lavfi(
+        folder / "four-seconds.mp4", "testsrc2=size=320x240:rate=30:duration=4",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+        audio="sine=duration=4:sample_rate=48000",
+    )  # fmt: skip
+
+
+def edit_list(folder: Path) -> tuple[Path, Path]:
+    """The original and a copy cut at 1 s without re-encoding: an MP4 edit list hides the first second."""
+    original = _four_seconds(folder)
+    path = folder / "edit-list.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", str(original), "-c", "copy", str(path)], check=True)
+    return original, path
+
+
+def negative_timestamps(folder: Path) -> Path:
+    """Matroska whose timestamps start half a second below zero."""
+    path = folder / "negative.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(_four_seconds(folder)), "-c", "copy", "-output_ts_offset", "-0.5",
+         "-avoid_negative_ts", "disabled", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from vidpipe.defs.resources import FFmpegResource
 from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
@@ -133,3 +134,14 @@ def test_failed_runs_are_recorded_for_operators_with_how_to_rerun(pipeline, tmp_
     assert entry["video"] == key
     assert entry["reason"] == "source_video: not a video: the file is text"
     assert entry["rerun"] == f"dagster job backfill -w workspace.yaml -j process_video --partitions {key} --noprompt"
+
+
+def test_a_stuck_encode_is_stopped_retried_and_then_failed_with_a_clear_message(tmp_path, landscape_clip):
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, tmp_path)
+        pipeline.resources["ffmpeg"] = FFmpegResource(encode_timeout_seconds=0.2)
+        key, result = process(pipeline, landscape_clip)
+    assert step_failures(result) == {"renditions": "ffmpeg took longer than 0.2 s and was stopped"}
+    assert restarts(result) == 2
+    assert not (tmp_path / key / "rejection.json").exists(), "a timeout is not the upload's fault"
+    assert [p for p in (tmp_path / key / "renditions").iterdir() if not p.name.startswith(".")] == []

@@ -100,3 +100,19 @@ def test_variable_rate_sources_use_their_nominal_rate_unless_it_is_a_timebase():
     assert phone.frame_rate == 30
     mkv = replace(video_info(1280, 720), nominal_frame_rate=Fraction(1000), avg_frame_rate=Fraction(30000, 1001))
     assert mkv.frame_rate == Fraction(30000, 1001)
+
+
+def test_an_edit_list_is_honoured(tmp_path):
+    original, cut = corpus.edit_list(tmp_path)
+    _, outputs = encode_upload(cut, tmp_path / "out", rungs={"h264_240p"})
+    assert frame_count(outputs["h264_240p"]) == 90
+    first = decode_frame(outputs["h264_240p"])
+    assert mean_difference(first, decode_frame(original, 30)) < 8 < mean_difference(first, decode_frame(original, 0))
+
+
+def test_negative_timestamps_start_at_zero_in_sync(tmp_path):
+    _, outputs = encode_upload(corpus.negative_timestamps(tmp_path), tmp_path / "out", rungs={"h264_240p"})
+    video, audio = video_of(outputs["h264_240p"]), stream(outputs["h264_240p"], "audio")
+    assert float(video["start_time"]) == float(audio["start_time"]) == 0
+    assert abs(frame_count(outputs["h264_240p"]) - 120) <= 1
+    assert abs(float(video["duration"]) - float(audio["duration"])) < 0.05

@@ -22,7 +22,7 @@ UPLOAD_PATH_TAG = "vidpipe/upload_path"
 UPLOAD_NAME_TAG = "vidpipe/upload_name"
 THUMBNAIL_CODE_VERSION = "1"
 MANIFEST_CODE_VERSION = "1"
-TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 @contextmanager
