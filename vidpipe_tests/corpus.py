@@ -186,3 +186,12 @@ def negative_timestamps(folder: Path) -> Path:
         check=True,
     )  # fmt: skip
     return path
+
+
+def subtitles_only(folder: Path) -> Path:
+    """A real Matroska file holding nothing but a subtitle track."""
+    srt = folder / "captions.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n")
+    path = folder / "captions.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(srt), "-c:s", "srt", str(path)], check=True)
+    return path

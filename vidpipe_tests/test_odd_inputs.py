@@ -3,11 +3,14 @@
 from dataclasses import replace
 from fractions import Fraction
 
+import dagster as dg
 import pytest
+from PIL import Image
 
+from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import parse_probe
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import encode_upload
+from vidpipe_tests.harness import Pipeline, encode_upload, upload_tags
 from vidpipe_tests.media import decode_frame, frame_count, make_clip, mean_difference, stream, video_info
 
 
@@ -116,3 +119,36 @@ def test_negative_timestamps_start_at_zero_in_sync(tmp_path):
     assert float(video["start_time"]) == float(audio["start_time"]) == 0
     assert abs(frame_count(outputs["h264_240p"]) - 120) <= 1
     assert abs(float(video["duration"]) - float(audio["duration"])) < 0.05
+
+
+def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
+    upload = corpus.audio_only(tmp_path)
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, tmp_path / "storage")
+        key = pipeline.add(upload)
+        result = pipeline.materialize(key, tags=upload_tags(upload))
+        skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
+    manifest = result.output_for_node("video_manifest")
+    assert manifest["source"] | {"duration": 2.0} == {
+        "name": "voice-memo.m4a", "sha256": manifest["source"]["sha256"], "width": None, "height": None,
+        "duration": 2.0, "rotation": 0, "frame_rate": None, "has_video": False, "has_audio": True,
+    }
+    assert [(r["name"], r["mime_type"], r["audio_codec"], r["width"]) for r in manifest["renditions"]] == [
+        ("aac_128k", "audio/mp4", "aac", None), ("opus_96k", "audio/webm", "opus", None),
+    ]
+    video_dir = tmp_path / "storage" / key
+    for rendition in manifest["renditions"]:
+        assert stream(video_dir / rendition["path"], "video") is None
+        assert rendition["duration"] == pytest.approx(2.0, abs=0.05)
+    assert {(t["format"], t["width"], t["height"]) for t in manifest["thumbnails"]} >= {("jpeg", 1280, 360)}
+    waveform = Image.open(video_dir / "thumbnails" / "thumb_1280.jpg").convert("RGB")
+    assert len(waveform.getcolors(1 << 16)) > 2, "a waveform, not a blank picture"
+    assert skipped == {"produced": False, "reason": "audio-only upload: there is no picture to encode"}
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+
+
+def test_video_uploads_skip_the_audio_only_rungs():
+    plan = plan_ladder(video_info(1280, 720))
+    assert plan.skipped["aac_128k"] == "a video upload carries its audio in every video rendition"
+    assert "opus_96k" in plan.skipped

@@ -41,7 +41,8 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert manifest["video"] == key
     assert manifest["source"] | {"duration": 0} == {
         "name": "Phone Clip.mov", "sha256": sha256_file(phone_clip), "width": 360, "height": 640,
-        "duration": 0, "rotation": manifest["source"]["rotation"], "frame_rate": 30.0, "has_audio": True,
+        "duration": 0, "rotation": manifest["source"]["rotation"], "frame_rate": 30.0, "has_video": True,
+        "has_audio": True,
     }
     assert manifest["source"]["rotation"] in (90, 270)
     assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [

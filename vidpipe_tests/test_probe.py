@@ -1,10 +1,10 @@
-import subprocess
 from fractions import Fraction
 
 import pytest
 
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.probe import probe
+from vidpipe_tests import corpus
 
 
 def test_probe_reports_the_facts_of_a_clip(landscape_clip):
@@ -40,10 +40,8 @@ def test_a_text_file_is_not_a_video(tmp_path):
     assert err.value.stderr_tail
 
 
-def test_audio_only_file_is_refused_with_a_clear_reason(tmp_path):
-    song = tmp_path / "song.m4a"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(song)], check=True
-    )
-    with pytest.raises(InvalidMediaError, match="audio-only"):
-        probe(song)
+def test_an_audio_only_file_has_audio_and_no_picture(tmp_path):
+    info = probe(corpus.audio_only(tmp_path))
+    assert not info.has_video and info.video_stream is None and (info.width, info.height) == (0, 0)
+    assert info.has_audio and info.audio_codec == "aac"
+    assert info.duration == pytest.approx(2.0, abs=0.05)

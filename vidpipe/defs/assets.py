@@ -96,8 +96,13 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 code_version=rung.code_version,
                 is_required=False,
                 group_name="renditions",
-                description=f"{rung.format.name.upper()} in {rung.format.container.upper()}, {rung.short_side} lines",
-                metadata={"short_side": rung.short_side, "crf": rung.crf, "max_video_kbps": rung.max_video_kbps},
+                description=rung.describe(),
+                metadata={
+                    "short_side": rung.short_side,
+                    "crf": rung.crf,
+                    "max_video_kbps": rung.max_video_kbps,
+                    "audio_kbps": rung.audio_kbps,
+                },
             )
             for rung in ladder
         },
@@ -166,9 +171,9 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
 
 @dg.asset(partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES)
 def thumbnail(source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage) -> dg.Output:
-    """The first decoded frame, upright, as JPEG and WebP at a few widths."""
+    """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
     with failures_for_people(storage, source_video.key):
-        frame = ffmpeg.first_frame(source_video.path, source_video.info)
+        frame = ffmpeg.poster(source_video.path, source_video.info)
     files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
     return dg.Output(
         files,

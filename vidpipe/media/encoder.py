@@ -100,16 +100,14 @@ def build_encode_command(
     if not plans:
         raise ValueError("nothing to encode")
     stream = guarded_input(source, info, max_pixels)
-    video = condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(plans[0].frame_rate))
-    branches = video.filter_multi_output("split", len(plans)) if len(plans) > 1 else None
+    video_plans = [p for p in plans if not p.rung.is_audio_only]
+    pictures = _scaled_pictures(stream, info, video_plans) if video_plans else {}
     outputs = []
     temporary, final = {}, {}
-    for index, plan in enumerate(plans):
-        branch = branches[index] if branches is not None else video
-        picture = branch.filter("scale", plan.width, plan.height).filter("setsar", 1).filter("format", "yuv420p")
+    for plan in plans:
         final[plan.rung.name] = out_dir / output_filename(plan.rung)
         temporary[plan.rung.name] = temporary_sibling(final[plan.rung.name])
-        inputs = [picture]
+        inputs = [pictures[plan.rung.name]] if plan.rung.name in pictures else []
         if plan.has_audio and info.audio_stream is not None:
             inputs.append(stream[f"{info.audio_stream}"])
         options = _output_options(plan, threads, tone_mapped=info.is_hdr)
@@ -118,11 +116,28 @@ def build_encode_command(
     return EncodeCommand(argv=argv, temporary_outputs=temporary, final_outputs=final)
 
 
+def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> dict[str, object]:
+    """Rung name → its picture: conditioned once, split, then scaled per rung."""
+    video = condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(plans[0].frame_rate))
+    branches = video.filter_multi_output("split", len(plans)) if len(plans) > 1 else None
+    return {
+        plan.rung.name: (branches[index] if branches is not None else video)
+        .filter("scale", plan.width, plan.height)
+        .filter("setsar", 1)
+        .filter("format", "yuv420p")
+        for index, plan in enumerate(plans)
+    }
+
+
 def _output_options(plan: PlannedRendition, threads: int, *, tone_mapped: bool) -> dict[str, object]:
     rung, fmt = plan.rung, plan.rung.format
+    options: dict[str, object] = {"f": fmt.container, "map_metadata": -1, "map_chapters": -1, **fmt.muxer_options}
+    if plan.has_audio:
+        options.update({"c:a": fmt.audio_encoder, "b:a": f"{rung.audio_kbps}k", **fmt.audio_options})
+    if rung.is_audio_only:
+        return options
     keyint = plan.keyframe_interval_frames
-    options: dict[str, object] = {
-        "f": fmt.container,
+    options |= {
         "c:v": fmt.video_encoder,
         **fmt.video_options,
         "crf": rung.crf,
@@ -130,15 +145,10 @@ def _output_options(plan: PlannedRendition, threads: int, *, tone_mapped: bool) 
         "g": keyint,
         "keyint_min": keyint,
         "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_SECONDS})",
-        "map_metadata": -1,
-        "map_chapters": -1,
         **(SDR_BT709_TAGS if tone_mapped else {}),
-        **fmt.muxer_options,
     }
     if threads:
         options["threads"] = threads
-    if plan.has_audio:
-        options.update({"c:a": fmt.audio_encoder, "b:a": f"{rung.audio_kbps}k", **fmt.audio_options})
     return options
 
 

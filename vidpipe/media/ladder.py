@@ -20,12 +20,12 @@ MAX_FRAME_RATE = 60
 
 @dataclass(frozen=True)
 class OutputFormat:
-    """A container with its video and audio encoders and their fixed options."""
+    """A container with its video and audio encoders and their fixed options (no video encoder: audio only)."""
 
     name: str
     container: str
     extension: str
-    video_encoder: str
+    video_encoder: str | None
     audio_encoder: str
     video_options: dict[str, str | int] = field(default_factory=dict)
     audio_options: dict[str, str | int] = field(default_factory=dict)
@@ -61,10 +61,28 @@ VP9_WEBM = OutputFormat(
     audio_options={"ac": 2, "ar": 48000},
 )
 
+AAC_M4A = OutputFormat(
+    name="aac",
+    container="mp4",
+    extension="m4a",
+    video_encoder=None,
+    audio_encoder="aac",
+    audio_options={"ac": 2, "ar": 48000},
+    muxer_options={"movflags": "+faststart"},
+)
+OPUS_WEBM = OutputFormat(
+    name="opus", container="webm", extension="webm", video_encoder=None, audio_encoder="libopus",
+    audio_options={"ac": 2, "ar": 48000},
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Rung:
-    """One rendition: a format at a size (lines on the short side) and quality."""
+    """One rendition: a format at a size (lines on the short side) and quality.
+
+    Audio-only rungs (a format without video encoder) have no size; they are made for
+    audio-only uploads, whose video rungs are skipped.
+    """
 
     name: str
     format: OutputFormat
@@ -72,6 +90,15 @@ class Rung:
     crf: int
     max_video_kbps: int
     audio_kbps: int
+
+    @property
+    def is_audio_only(self) -> bool:
+        return self.format.video_encoder is None
+
+    def describe(self) -> str:
+        if self.is_audio_only:
+            return f"{self.format.name.upper()} audio in .{self.format.extension}, {self.audio_kbps} kbit/s (audio-only uploads)"
+        return f"{self.format.name.upper()} in {self.format.container.upper()}, {self.short_side} lines"
 
     @property
     def code_version(self) -> str:
@@ -89,6 +116,8 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
     Rung("h264_240p", H264_MP4, 240, crf=25, max_video_kbps=400, audio_kbps=64),
     Rung("vp9_720p", VP9_WEBM, 720, crf=33, max_video_kbps=2000, audio_kbps=96),
     Rung("vp9_360p", VP9_WEBM, 360, crf=36, max_video_kbps=600, audio_kbps=64),
+    Rung("aac_128k", AAC_M4A, 0, crf=0, max_video_kbps=0, audio_kbps=128),
+    Rung("opus_96k", OPUS_WEBM, 0, crf=0, max_video_kbps=0, audio_kbps=96),
 )
 
 
@@ -123,10 +152,28 @@ def plan_ladder(info: VideoInfo, ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> L
     portrait renditions. Nothing is upscaled: a rung taller than the source is skipped,
     and a source smaller than every rung of a format gets that format's lowest rung at
     its own size, so each format always has exactly one rendition at least.
+
+    Audio-only rungs are made only for uploads without a picture, and then only they are.
     """
-    source_short = info.short_side
     renditions: list[PlannedRendition] = []
     skipped: dict[str, str] = {}
+    for rung in ladder:
+        if rung.is_audio_only and info.has_video:
+            skipped[rung.name] = "a video upload carries its audio in every video rendition"
+        elif rung.is_audio_only:
+            renditions.append(PlannedRendition(rung=rung, width=0, height=0, frame_rate=Fraction(0), has_audio=True))
+        elif not info.has_video:
+            skipped[rung.name] = "audio-only upload: there is no picture to encode"
+    if info.has_video:
+        renditions += _plan_video_rungs(info, [r for r in ladder if not r.is_audio_only], skipped)
+    order = {rung.name: i for i, rung in enumerate(ladder)}
+    renditions.sort(key=lambda p: order[p.rung.name])
+    return LadderPlan(renditions=tuple(renditions), skipped=skipped)
+
+
+def _plan_video_rungs(info: VideoInfo, ladder: list[Rung], skipped: dict[str, str]) -> list[PlannedRendition]:
+    source_short = info.short_side
+    renditions = []
     formats = {rung.format.name: rung.format for rung in ladder}
     for fmt_name in formats:
         rungs = sorted((r for r in ladder if r.format.name == fmt_name), key=lambda r: r.short_side)
@@ -141,9 +188,7 @@ def plan_ladder(info: VideoInfo, ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> L
                     f"source is {source_short} px on its short side; {rung.name} needs "
                     f"{rung.short_side} and vidpipe never upscales"
                 )
-    order = {rung.name: i for i, rung in enumerate(ladder)}
-    renditions.sort(key=lambda p: order[p.rung.name])
-    return LadderPlan(renditions=tuple(renditions), skipped=skipped)
+    return renditions
 
 
 STANDARD_FRAME_RATES = tuple(

@@ -10,7 +10,6 @@ from vidpipe.media.probe import VideoInfo
 from vidpipe.media.thumbnail import ThumbnailFile
 
 MANIFEST_VERSION = 1
-MIME_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,12 @@ def build_manifest(
         "source": {
             "name": source.name,
             "sha256": source.sha256,
-            "width": source.info.display_width,
-            "height": source.info.display_height,
+            "width": source.info.display_width or None,
+            "height": source.info.display_height or None,
             "duration": round(source.info.duration, 3),
             "rotation": source.info.rotation,
-            "frame_rate": round(float(source.info.frame_rate), 3),
+            "frame_rate": round(float(source.info.frame_rate), 3) or None,
+            "has_video": source.info.has_video,
             "has_audio": source.info.has_audio,
         },
         "renditions": [
@@ -64,12 +64,12 @@ def build_manifest(
                 "name": r.name,
                 "path": _relative(r.path, manifest_dir),
                 "container": r.container,
-                "mime_type": MIME_TYPES.get(r.container, "application/octet-stream"),
+                "mime_type": f"{'video' if r.info.has_video else 'audio'}/{r.container}",
                 "video_codec": r.info.video_codec,
                 "audio_codec": r.info.audio_codec,
-                "width": r.info.display_width,
-                "height": r.info.display_height,
-                "frame_rate": round(float(r.info.frame_rate), 3),
+                "width": r.info.display_width or None,
+                "height": r.info.display_height or None,
+                "frame_rate": round(float(r.info.frame_rate), 3) or None,
                 "bitrate": r.info.bit_rate,
                 "duration": round(r.info.duration, 3),
                 "bytes": r.info.size_bytes,
@@ -109,7 +109,7 @@ def manifest_problems(manifest: dict, manifest_dir: Path) -> list[str]:
             continue
         if path.stat().st_size != rendition["bytes"]:
             problems.append(f"{rendition['name']}: {path.stat().st_size} bytes on disk, {rendition['bytes']} listed")
-        tolerance = 1 / (rendition["frame_rate"] or 1) + 0.05
+        tolerance = (1 / rendition["frame_rate"] if rendition["frame_rate"] else 0) + 0.05
         if abs(rendition["duration"] - source_duration) > tolerance:
             problems.append(f"{rendition['name']}: lasts {rendition['duration']} s, the source {source_duration} s")
     for thumbnail in manifest["thumbnails"]:

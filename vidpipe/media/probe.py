@@ -41,8 +41,8 @@ class VideoInfo:
     pixel_format: str | None
     color_transfer: str | None
     field_order: str | None
-    video_codec: str
-    video_stream: int
+    video_codec: str | None
+    video_stream: int | None
     audio_stream: int | None
     has_audio: bool
     audio_codec: str | None
@@ -76,6 +76,10 @@ class VideoInfo:
     def display_height(self) -> int:
         """Upright height in square pixels."""
         return self._upright()[1]
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_stream is not None
 
     @property
     def is_hdr(self) -> bool:
@@ -148,32 +152,33 @@ def probe_json(
 
 
 def parse_probe(data: dict, *, path: str) -> VideoInfo:
-    """Turn ffprobe's JSON into ``VideoInfo``; refuse files without a video stream."""
+    """Turn ffprobe's JSON into ``VideoInfo``; refuse files with neither video nor audio."""
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     video = _default_stream(streams, "video")
     audio = _default_stream(streams, "audio")
-    if video is None:
-        what = "an audio-only file" if audio else "no video or audio stream"
-        raise InvalidMediaError(f"not a video: {what}", path=path)
-    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
-    if width <= 0 or height <= 0:
+    if video is None and audio is None:
+        raise InvalidMediaError("not a video: the file has no video or audio stream", path=path)
+    picture = video or {}
+    width, height = int(picture.get("width") or 0), int(picture.get("height") or 0)
+    if video is not None and (width <= 0 or height <= 0):
         raise InvalidMediaError("not a video: the video stream has no picture size", path=path)
-    duration = _float(video.get("duration")) or _float(fmt.get("duration")) or 0.0
+    main = video or audio
+    duration = _float(main.get("duration")) or _float(fmt.get("duration")) or 0.0
     return VideoInfo(
         container=fmt.get("format_name", "unknown"),
         duration=duration,
         width=width,
         height=height,
-        rotation=_rotation(video),
-        sample_aspect_ratio=_ratio(video.get("sample_aspect_ratio"), default=Fraction(1)),
-        avg_frame_rate=_ratio(video.get("avg_frame_rate")),
-        nominal_frame_rate=_ratio(video.get("r_frame_rate")),
-        pixel_format=video.get("pix_fmt"),
-        color_transfer=video.get("color_transfer"),
-        field_order=video.get("field_order"),
-        video_codec=video.get("codec_name", "unknown"),
-        video_stream=int(video["index"]),
+        rotation=_rotation(picture),
+        sample_aspect_ratio=_ratio(picture.get("sample_aspect_ratio"), default=Fraction(1)),
+        avg_frame_rate=_ratio(picture.get("avg_frame_rate")),
+        nominal_frame_rate=_ratio(picture.get("r_frame_rate")),
+        pixel_format=picture.get("pix_fmt"),
+        color_transfer=picture.get("color_transfer"),
+        field_order=picture.get("field_order"),
+        video_codec=picture.get("codec_name"),
+        video_stream=int(video["index"]) if video else None,
         audio_stream=int(audio["index"]) if audio else None,
         has_audio=audio is not None,
         audio_codec=audio.get("codec_name") if audio else None,

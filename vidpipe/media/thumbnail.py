@@ -21,6 +21,8 @@ THUMBNAIL_FORMATS = {
     "webp": ("webp", {"quality": 80, "method": 4}),
 }
 PREVIEW_WIDTH = 160
+WAVEFORM_SIZE = "1280x360"
+WAVEFORM_COLOUR = "0x2563eb"
 
 
 @dataclass(frozen=True)
@@ -31,24 +33,29 @@ class ThumbnailFile:
     height: int
 
 
-def first_frame_command(
+def poster_command(
     source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> list[str]:
-    """ffmpeg writes the first decoded frame as one PNG on stdout and stops decoding.
+    """ffmpeg writes the poster as one PNG on stdout: the first decoded frame, and then stops.
 
-    Autorotation makes it upright; scaling by the sample aspect ratio makes pixels square.
+    Autorotation makes the frame upright; scaling by the sample aspect ratio makes pixels
+    square. An audio-only upload gets a picture of its waveform instead.
     """
-    picture = guarded_input(source, info, max_pixels)[f"{info.video_stream}"]
-    if info.sample_aspect_ratio != 1:
-        picture = picture.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
+    stream = guarded_input(source, info, max_pixels)
+    if info.has_video:
+        picture = stream[f"{info.video_stream}"]
+        if info.sample_aspect_ratio != 1:
+            picture = picture.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
+    else:
+        picture = stream[f"{info.audio_stream}"].filter("showwavespic", s=WAVEFORM_SIZE, colors=WAVEFORM_COLOUR)
     output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
     return [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
 
 
-def read_first_frame(
+def read_poster(
     source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 60, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
-    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
+    argv = poster_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
     png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
     image = Image.open(io.BytesIO(png))
     image.load()

@@ -40,6 +40,8 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
         raise InvalidMediaError(explain_probe_failure(err.stderr_tail), path=str(path), stderr_tail=err.stderr_tail)
     info = parse_probe(data, path=str(path))
     check_limits(data, info, path, limits)
+    if not info.has_video:
+        return info
     counted = probe_json(
         path,
         ffprobe=ffprobe,
@@ -112,8 +114,7 @@ def check_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> Non
         raise InvalidMediaError(
             f"{_size(info.size_bytes)} exceeds the {_size(limits.max_file_bytes)} file size limit", path=str(path)
         )
-    pixels = info.width * info.height
-    if pixels > limits.max_pixels:
+    if info.width * info.height > limits.max_pixels:
         raise InvalidMediaError(
             f"{info.width}×{info.height} exceeds the {limits.max_pixels:,}-pixel limit", path=str(path)
         )
