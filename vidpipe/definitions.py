@@ -31,7 +31,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         sensors=[build_upload_sensor(process_video), failed_video_runs],
         resources={
             "storage": LocalVideoStorage(root=str(settings.storage_dir())),
-            "ffmpeg": FFmpegResource(),
+            "ffmpeg": FFmpegResource(**settings.limit_overrides()),
             "inbox": InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds()),
         },
     )

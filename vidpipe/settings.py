@@ -19,6 +19,28 @@ def storage_dir() -> Path:
     return Path(os.environ.get("VIDPIPE_STORAGE") or DATA_DIR / "storage").resolve()
 
 
+LIMIT_VARIABLES = {
+    "VIDPIPE_MAX_PIXELS": ("max_pixels", int),
+    "VIDPIPE_MAX_FRAME_RATE": ("max_frame_rate", float),
+    "VIDPIPE_MAX_DURATION_SECONDS": ("max_duration_seconds", float),
+    "VIDPIPE_MAX_FILE_BYTES": ("max_file_bytes", int),
+    "VIDPIPE_MAX_STREAMS": ("max_streams", int),
+}
+
+
+def limit_overrides() -> dict[str, int | float]:
+    """Upload limits set by ``VIDPIPE_MAX_*`` variables, as ``FFmpegResource`` fields."""
+    overrides = {}
+    for variable, (field, kind) in LIMIT_VARIABLES.items():
+        text = os.environ.get(variable)
+        if text:
+            try:
+                overrides[field] = kind(text)
+            except ValueError:
+                raise ValueError(f"{variable} must be a number, not {text!r}") from None
+    return overrides
+
+
 def settle_seconds() -> float:
     """``VIDPIPE_SETTLE_SECONDS``: how long an upload must stay unchanged to count as finished."""
     text = os.environ.get("VIDPIPE_SETTLE_SECONDS") or "2"

@@ -8,7 +8,7 @@ import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
-from vidpipe.media.errors import ToolFailedError, ToolTimeoutError
+from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolTimeoutError
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.tools import run_tool
@@ -188,3 +188,10 @@ def test_temporary_files_of_a_live_writer_are_left_alone(tmp_path):
     mine = temporary_sibling(tmp_path / "h264_720p.mp4")
     mine.write_bytes(b"in progress")
     assert remove_orphaned_temporaries(tmp_path) == [] and mine.exists()
+
+
+def test_a_killed_process_is_a_retryable_failure():
+    # The child kills itself with SIGKILL, as the kernel's OOM killer or an operator would.
+    with pytest.raises(ToolKilledError, match="killed by signal 9") as err:
+        run_tool(["sh", "-c", "kill -9 $$"], timeout=10)
+    assert err.value.retryable
