@@ -47,7 +47,9 @@ def poster_command(
         if info.sample_aspect_ratio != 1:
             picture = picture.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
     else:
-        picture = stream[f"{info.audio_stream}"].filter("showwavespic", s=WAVEFORM_SIZE, colors=WAVEFORM_COLOUR)
+        picture = stream[f"{info.audio_stream}"].filter(
+            "showwavespic", s=WAVEFORM_SIZE, colors=WAVEFORM_COLOUR, scale="sqrt", draw="full"
+        )
     output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
     return [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
 
