@@ -29,7 +29,7 @@ def make_clip(
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
     # testsrc2 rounds odd sizes down to even ones; the scale filter keeps the exact size.
-    filters = [f"scale={size.replace('x', ':')}", f"setsar={sar or 1}"]
+    filters = [f"scale={size.replace('x', ':')}", f"setsar=sar={sar or 1}"]
     argv += ["-vf", ",".join(filters), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
     if audio:
         argv += ["-c:a", "aac"]

@@ -13,6 +13,7 @@ from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
+from vidpipe_tests.media import make_clip
 
 REJECTIONS = [
     (corpus.hls_playlist, "not a video: the file is an HLS playlist"),
@@ -96,6 +97,17 @@ def test_a_playlist_fails_its_partition_without_opening_the_files_it_names(make,
     assert json.loads((video_dir / "rejection.json").read_text())["reason"] == reason
     assert not (video_dir / "renditions").exists() and not (video_dir / "thumbnails").exists()
     assert corpus.SECRET.encode() not in everything_written(pipeline, result)
+    assert rejection_observed(pipeline, key) == reason
+
+
+def rejection_observed(pipeline, key) -> str:
+    """The reason on the latest observation of ``source_video`` for ``key`` (its Events tab in the UI)."""
+    records = pipeline.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("source_video"), asset_partitions=[key]), limit=1
+    ).records
+    metadata = records[0].asset_observation.metadata
+    assert metadata["rejected"].value is True
+    return metadata["reason"].value
 
 
 def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(pipeline, tmp_path):
@@ -108,6 +120,7 @@ def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(
     video_dir = pipeline.storage_root / key
     assert list((video_dir / "renditions").iterdir()) == []
     assert json.loads((video_dir / "rejection.json").read_text())["reason"] == failures["renditions"]
+    assert rejection_observed(pipeline, key) == failures["renditions"]
     assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()
 
 
@@ -145,3 +158,12 @@ def test_a_stuck_encode_is_stopped_retried_and_then_failed_with_a_clear_message(
     assert restarts(result) == 2
     assert not (tmp_path / key / "rejection.json").exists(), "a timeout is not the upload's fault"
     assert [p for p in (tmp_path / key / "renditions").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_an_absurd_pixel_aspect_ratio_is_refused(tmp_path):
+    clip = make_clip(tmp_path / "stretched.mp4", size="720x576", sar="64/1", seconds=1, audio=False)
+    with pytest.raises(InvalidMediaError) as err:
+        inspect_upload(clip, Limits())
+    assert err.value.message == (
+        "a 46080×576 picture (stored 720×576 with pixel aspect ratio 64) is more elongated than 10:1"
+    )

@@ -152,3 +152,12 @@ def test_video_uploads_skip_the_audio_only_rungs():
     plan = plan_ladder(video_info(1280, 720))
     assert plan.skipped["aac_128k"] == "a video upload carries its audio in every video rendition"
     assert "opus_96k" in plan.skipped
+
+
+def test_non_square_pixels_come_out_square_with_the_right_shape(tmp_path):
+    # PAL 16:9 DVD: 720x576 stored, shown 1024x576.
+    clip = make_clip(tmp_path / "anamorphic.mp4", size="720x576", sar="64/45", seconds=1, audio=False)
+    info, outputs = encode_upload(clip, tmp_path / "out", rungs={"h264_480p"})
+    assert (info.display_width, info.display_height) == (1024, 576)
+    video = video_of(outputs["h264_480p"])
+    assert (video["width"], video["height"], video["sample_aspect_ratio"]) == (854, 480, "1:1")

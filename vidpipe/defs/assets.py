@@ -22,22 +22,29 @@ UPLOAD_PATH_TAG = "vidpipe/upload_path"
 UPLOAD_NAME_TAG = "vidpipe/upload_name"
 THUMBNAIL_CODE_VERSION = "1"
 MANIFEST_CODE_VERSION = "1"
+SOURCE_VIDEO_KEY = dg.AssetKey("source_video")
 TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 @contextmanager
-def failures_for_people(storage: VideoStorage, key: str) -> Iterator[None]:
+def failures_for_people(context: dg.AssetExecutionContext, storage: VideoStorage, key: str) -> Iterator[None]:
     """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
 
-    Errors about the input itself are final (``allow_retries=False``) and leave a
-    ``rejection.json`` beside the kept original; a killed or timed-out ffmpeg goes
-    through the retry policy.
+    Errors about the input itself are final (``allow_retries=False``): they leave a
+    ``rejection.json`` beside the kept original and an observation of ``source_video``
+    saying why, on the asset's Events tab. A killed or timed-out ffmpeg goes through the
+    retry policy.
     """
     try:
         yield
     except VidpipeError as err:
         if isinstance(err, InvalidMediaError):
             storage.record_rejection(key, err)
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=SOURCE_VIDEO_KEY, partition=key, metadata={"rejected": True, "reason": err.message}
+                )
+            )
         raise dg.Failure(
             description=err.message,
             metadata={k: dg.MetadataValue.text(v) for k, v in err.context().items()},
@@ -60,7 +67,7 @@ def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpe
     reuses the original already in storage.
     """
     key = context.partition_key
-    with failures_for_people(storage, key):
+    with failures_for_people(context, storage, key):
         stored = storage.stored_original(key)
         if stored is None:
             upload = context.run.tags.get(UPLOAD_PATH_TAG)
@@ -119,7 +126,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         planned = [p for p in plan.renditions if p.rung in selected]
         argv: list[str] = []
         outputs = {}
-        with failures_for_people(storage, source_video.key):
+        with failures_for_people(context, storage, source_video.key):
             if planned:
                 out_dir = storage.output_dir(source_video.key, "renditions")
                 context.log.info(
@@ -170,9 +177,11 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
 
 
 @dg.asset(partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES)
-def thumbnail(source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage) -> dg.Output:
+def thumbnail(
+    context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
+) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
-    with failures_for_people(storage, source_video.key):
+    with failures_for_people(context, storage, source_video.key):
         frame = ffmpeg.poster(source_video.path, source_video.info)
     files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
     return dg.Output(

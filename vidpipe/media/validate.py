@@ -26,6 +26,7 @@ REFUSED_FORMATS = {
     "ass": "the file is a subtitle file",
     "sdp": "the file is a network stream description (SDP)",
 }
+MAX_ASPECT_RATIO = 10
 _NOT_ON_WHITELIST = re.compile(r"^\[([a-z0-9_]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
@@ -117,6 +118,12 @@ def check_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> Non
     if info.width * info.height > limits.max_pixels:
         raise InvalidMediaError(
             f"{info.width}×{info.height} exceeds the {limits.max_pixels:,}-pixel limit", path=str(path)
+        )
+    if info.has_video and max(info.display_width, info.display_height) > MAX_ASPECT_RATIO * info.short_side:
+        raise InvalidMediaError(
+            f"a {info.display_width}×{info.display_height} picture (stored {info.width}×{info.height} with pixel "
+            f"aspect ratio {info.sample_aspect_ratio}) is more elongated than {MAX_ASPECT_RATIO}:1",
+            path=str(path),
         )
     if info.frame_rate > limits.max_frame_rate:
         raise InvalidMediaError(
