@@ -201,14 +201,22 @@ write_thumbnails(read_poster(src, probe(src)), out)
 """
 
 
+MEASURE_PEAK_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)"
+)
+
+
+def peak_rss(step_code: str, *args: str) -> int:
+    """Peak RSS in bytes of a step and the ffmpeg it runs, measured in a fresh interpreter of its own."""
+    argv = [sys.executable, "-c", MEASURE_PEAK_RSS, sys.executable, "-c", step_code, *args]
+    return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
 def scenario_memory(seconds: float) -> list[dict]:
     clip = make_input("memory", "3840x2160", seconds)
-    # Each measurement in a fresh interpreter, so getrusage's maximum belongs to it alone.
-    measure = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)"
-    encode = int(subprocess.run([sys.executable, "-c", measure, sys.executable, "-c", ENCODE_STEP, str(clip),
-                                 str(WORK / "s6-out")], capture_output=True, text=True, check=True).stdout)  # fmt: skip
-    thumb = int(subprocess.run([sys.executable, "-c", measure, sys.executable, "-c", THUMBNAIL_STEP, str(clip),
-                                str(WORK / "s6-thumbs")], capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    encode = peak_rss(ENCODE_STEP, str(clip), str(WORK / "s6-out"))
+    thumb = peak_rss(THUMBNAIL_STEP, str(clip), str(WORK / "s6-thumbs"))
     limit = 1.5 * 2**30
     return [
         {"scenario": "S6", "what": "peak RSS of the encode step on 4K (MiB)", "value": round(encode / 2**20),

@@ -112,6 +112,4 @@ def scan_inbox(
         watermark_ns=watermark,
         handled={name: changed for name, changed in handled.items() if changed >= watermark},
     )
-    return InboxScan(
-        uploads=uploads, waiting=[name for _, name in waiting], unreadable=unreadable, cursor=new_cursor
-    )
+    return InboxScan(uploads=uploads, waiting=[name for _, name in waiting], unreadable=unreadable, cursor=new_cursor)

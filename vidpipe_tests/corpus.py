@@ -153,7 +153,14 @@ def two_audio_tracks(folder: Path) -> Path:
 
 def two_frames(folder: Path) -> Path:
     return _lavfi(
-        folder / "two-frames.mp4", "testsrc2=size=320x240:rate=30", "-frames:v", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p"
+        folder / "two-frames.mp4",
+        "testsrc2=size=320x240:rate=30",
+        "-frames:v",
+        "2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
     )
 
 
@@ -173,7 +180,9 @@ def edit_list(folder: Path) -> tuple[Path, Path]:
     """The original and a copy cut at 1 s without re-encoding: an MP4 edit list hides the first second."""
     original = _four_seconds(folder)
     path = folder / "edit-list.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", str(original), "-c", "copy", str(path)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", str(original), "-c", "copy", str(path)], check=True
+    )
     return original, path
 
 

@@ -36,7 +36,19 @@ def make_clip(
     subprocess.run([*argv, str(encoded)], check=True)
     if rotate is not None:
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-i", str(encoded), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(path)],
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(encoded),
+                "-c",
+                "copy",
+                "-metadata:s:v:0",
+                f"rotate={rotate}",
+                str(path),
+            ],
             check=True,
         )
         encoded.unlink()
@@ -64,9 +76,21 @@ def frame_count(path: Path) -> int:
 def keyframe_times(path: Path) -> list[float]:
     """Presentation times of the video packets flagged as keyframes."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
-         "-of", "csv=p=0", str(path)],
-        check=True, capture_output=True, text=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rows = [line.split(",") for line in out.splitlines() if line.strip()]
     return sorted(float(pts) for pts, flags, *_ in rows if "K" in flags)
@@ -77,10 +101,10 @@ def top_level_boxes(path: Path) -> list[str]:
     boxes, data = [], path.read_bytes()
     offset = 0
     while offset + 8 <= len(data):
-        size = int.from_bytes(data[offset:offset + 4], "big")
-        boxes.append(data[offset + 4:offset + 8].decode("latin-1"))
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        boxes.append(data[offset + 4 : offset + 8].decode("latin-1"))
         if size == 1:
-            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
         if size < 8:
             break
         offset += size
@@ -92,7 +116,19 @@ def decode_frame(path: Path, index: int = 0, *, autorotate: bool = True) -> Imag
     argv = ["ffmpeg", "-v", "error"]
     if not autorotate:
         argv.append("-noautorotate")
-    argv += ["-i", str(path), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "pipe:1"]
+    argv += [
+        "-i",
+        str(path),
+        "-vf",
+        f"select=eq(n\\,{index})",
+        "-frames:v",
+        "1",
+        "-f",
+        "image2pipe",
+        "-c:v",
+        "png",
+        "pipe:1",
+    ]
     png = subprocess.run(argv, check=True, capture_output=True).stdout
     import io
 
@@ -106,13 +142,33 @@ def mean_difference(a: Image.Image, b: Image.Image) -> float:
 
 
 def video_info(
-    width: int, height: int, *, rotation: int = 0, sar: Fraction = Fraction(1), fps: Fraction = Fraction(30), audio: bool = True
+    width: int,
+    height: int,
+    *,
+    rotation: int = 0,
+    sar: Fraction = Fraction(1),
+    fps: Fraction = Fraction(30),
+    audio: bool = True,
 ) -> VideoInfo:
     """A ``VideoInfo`` as ffprobe would report it, for planning tests that need no file."""
     return VideoInfo(
-        container="mov,mp4,m4a,3gp,3g2,mj2", duration=10.0, width=width, height=height, rotation=rotation,
-        sample_aspect_ratio=sar, avg_frame_rate=fps, nominal_frame_rate=fps, pixel_format="yuv420p",
-        color_transfer=None, field_order="progressive", video_codec="h264", video_stream=0, audio_stream=1 if audio else None,
-        has_audio=audio, audio_codec="aac" if audio else None, audio_channels=2 if audio else None,
-        bit_rate=1_000_000, size_bytes=1_250_000,
+        container="mov,mp4,m4a,3gp,3g2,mj2",
+        duration=10.0,
+        width=width,
+        height=height,
+        rotation=rotation,
+        sample_aspect_ratio=sar,
+        avg_frame_rate=fps,
+        nominal_frame_rate=fps,
+        pixel_format="yuv420p",
+        color_transfer=None,
+        field_order="progressive",
+        video_codec="h264",
+        video_stream=0,
+        audio_stream=1 if audio else None,
+        has_audio=audio,
+        audio_codec="aac" if audio else None,
+        audio_channels=2 if audio else None,
+        bit_rate=1_000_000,
+        size_bytes=1_250_000,
     )

@@ -19,7 +19,8 @@ def test_process_writes_every_output_and_prints_the_manifest(tiny_clip, tmp_path
     video_dir = tmp_path / manifest["video"]
     assert json.loads((video_dir / "manifest.json").read_text()) == manifest
     assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [
-        ("h264_240p", 200, 112), ("vp9_360p", 200, 112),
+        ("h264_240p", 200, 112),
+        ("vp9_360p", 200, 112),
     ]
     assert all((video_dir / r["path"]).is_file() for r in manifest["renditions"] + manifest["thumbnails"])
     assert {(t["format"], t["width"]) for t in manifest["thumbnails"]} == {("jpeg", 201), ("webp", 201)}

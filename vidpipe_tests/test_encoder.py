@@ -97,7 +97,10 @@ def test_silent_source_gives_silent_renditions(silent_clip, tmp_path):
 
 def test_phone_clip_renditions_are_upright_portrait(phone_clip, tmp_path):
     info, _, outputs = encode(phone_clip, tmp_path)
-    assert (stream(outputs["h264_360p"], "video")["width"], stream(outputs["h264_360p"], "video")["height"]) == (360, 640)
+    assert (stream(outputs["h264_360p"], "video")["width"], stream(outputs["h264_360p"], "video")["height"]) == (
+        360,
+        640,
+    )
     assert "side_data_list" not in stream(outputs["h264_360p"], "video")
     raw = decode_frame(phone_clip, autorotate=False)
     upright = raw.rotate(-info.rotation, expand=True)
@@ -117,7 +120,7 @@ def test_tiny_odd_sized_source_is_encoded_at_its_own_even_size(tiny_clip, tmp_pa
 
 def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landscape_clip, tmp_path):
     broken = tmp_path / "broken.mp4"
-    broken.write_bytes(landscape_clip.read_bytes()[: 40_000])
+    broken.write_bytes(landscape_clip.read_bytes()[:40_000])
     info = probe(landscape_clip)
     out = tmp_path / "out"
     out.mkdir()

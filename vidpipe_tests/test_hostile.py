@@ -47,7 +47,10 @@ def test_limits_are_configurable(tmp_path, landscape_clip):
         (Limits(max_pixels=640 * 360 - 1), "640×360 exceeds the 230,399-pixel limit"),
         (Limits(max_frame_rate=25), "30 frames per second exceeds the limit of 25"),
         (Limits(max_duration_seconds=4), "00:00:05 exceeds the 00:00:04 duration limit"),
-        (Limits(max_file_bytes=1000), f"{landscape_clip.stat().st_size / 2**20:.1f} MiB exceeds the 0.0 MiB file size limit"),
+        (
+            Limits(max_file_bytes=1000),
+            f"{landscape_clip.stat().st_size / 2**20:.1f} MiB exceeds the 0.0 MiB file size limit",
+        ),
         (Limits(max_streams=1), "2 streams exceed the limit of 1"),
     ]
     for limits, reason in cases:

@@ -16,7 +16,9 @@ def test_a_finished_upload_is_found_once(tmp_path):
     path = drop(tmp_path, "clip.mp4")
     scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=time.time_ns() + LATER)
     assert [(u.path, u.sha256, u.size) for u in scan.uploads] == [(path, sha256_file(path), path.stat().st_size)]
-    again = scan_inbox(tmp_path, InboxCursor.from_json(scan.cursor.to_json()), settle_seconds=2, now_ns=time.time_ns() + LATER)
+    again = scan_inbox(
+        tmp_path, InboxCursor.from_json(scan.cursor.to_json()), settle_seconds=2, now_ns=time.time_ns() + LATER
+    )
     assert again.uploads == []
 
 

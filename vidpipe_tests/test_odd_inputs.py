@@ -130,11 +130,19 @@ def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
         skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
     manifest = result.output_for_node("video_manifest")
     assert manifest["source"] | {"duration": 2.0} == {
-        "name": "voice-memo.m4a", "sha256": manifest["source"]["sha256"], "width": None, "height": None,
-        "duration": 2.0, "rotation": 0, "frame_rate": None, "has_video": False, "has_audio": True,
+        "name": "voice-memo.m4a",
+        "sha256": manifest["source"]["sha256"],
+        "width": None,
+        "height": None,
+        "duration": 2.0,
+        "rotation": 0,
+        "frame_rate": None,
+        "has_video": False,
+        "has_audio": True,
     }
     assert [(r["name"], r["mime_type"], r["audio_codec"], r["width"]) for r in manifest["renditions"]] == [
-        ("aac_128k", "audio/mp4", "aac", None), ("opus_96k", "audio/webm", "opus", None),
+        ("aac_128k", "audio/mp4", "aac", None),
+        ("opus_96k", "audio/webm", "opus", None),
     ]
     video_dir = tmp_path / "storage" / key
     for rendition in manifest["renditions"]:

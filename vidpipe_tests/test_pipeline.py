@@ -40,13 +40,21 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert manifest == result.output_for_node("video_manifest")
     assert manifest["video"] == key
     assert manifest["source"] | {"duration": 0} == {
-        "name": "Phone Clip.mov", "sha256": sha256_file(phone_clip), "width": 360, "height": 640,
-        "duration": 0, "rotation": manifest["source"]["rotation"], "frame_rate": 30.0, "has_video": True,
+        "name": "Phone Clip.mov",
+        "sha256": sha256_file(phone_clip),
+        "width": 360,
+        "height": 640,
+        "duration": 0,
+        "rotation": manifest["source"]["rotation"],
+        "frame_rate": 30.0,
+        "has_video": True,
         "has_audio": True,
     }
     assert manifest["source"]["rotation"] in (90, 270)
     assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [
-        ("h264_360p", 360, 640), ("h264_240p", 240, 426), ("vp9_360p", 360, 640),
+        ("h264_360p", 360, 640),
+        ("h264_240p", 240, 426),
+        ("vp9_360p", 360, 640),
     ]
     for rendition in manifest["renditions"]:
         path = video_dir / rendition["path"]
@@ -55,7 +63,10 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
         assert (video["width"], video["height"]) == (rendition["width"], rendition["height"])
         assert rendition["duration"] == pytest.approx(2.0, abs=0.05)
     assert {(t["format"], t["width"], t["height"]) for t in manifest["thumbnails"]} == {
-        ("jpeg", 360, 640), ("webp", 360, 640), ("jpeg", 320, 569), ("webp", 320, 569),
+        ("jpeg", 360, 640),
+        ("webp", 360, 640),
+        ("jpeg", 320, 569),
+        ("webp", 320, 569),
     }
     assert all((video_dir / t["path"]).is_file() for t in manifest["thumbnails"])
     argv = manifest["ffmpeg"]["argv"]
@@ -78,10 +89,12 @@ def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_vide
     (copy / manifest["thumbnails"][0]["path"]).unlink()
     problems = manifest_problems(manifest, copy)
     assert problems[0] == "h264_240p: %d bytes on disk, %d listed" % (
-        manifest["renditions"][1]["bytes"] + 4, manifest["renditions"][1]["bytes"],
+        manifest["renditions"][1]["bytes"] + 4,
+        manifest["renditions"][1]["bytes"],
     )
     assert problems[1:] == [
-        "vp9_360p: renditions/vp9_360p.webm is missing", f"thumbnail {manifest['thumbnails'][0]['path']} is missing",
+        "vp9_360p: renditions/vp9_360p.webm is missing",
+        f"thumbnail {manifest['thumbnails'][0]['path']} is missing",
     ]
     manifest["renditions"][0]["duration"] += 0.5
     assert manifest_problems(manifest, copy)[0].startswith("h264_360p: lasts 2.5")
@@ -106,7 +119,10 @@ def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):
 def test_a_backfill_reuses_the_stored_original(pipeline, phone_video):
     key, _ = phone_video
     result = pipeline.materialize(key, selection=[dg.AssetKey("source_video")])
-    assert result.output_for_node("source_video").sha256 == pipeline.latest_metadata(dg.AssetKey("source_video"), key)["sha256"]
+    assert (
+        result.output_for_node("source_video").sha256
+        == pipeline.latest_metadata(dg.AssetKey("source_video"), key)["sha256"]
+    )
 
 
 def test_a_partition_without_upload_or_stored_original_fails_with_a_clear_message(pipeline, landscape_clip):
@@ -132,7 +148,9 @@ def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(t
         assert stale == {"h264_240p"}
 
         pipeline.materialize(
-            key, assets=edited_assets, selection=[dg.AssetKey(["renditions", "h264_240p"]), dg.AssetKey("video_manifest")]
+            key,
+            assets=edited_assets,
+            selection=[dg.AssetKey(["renditions", "h264_240p"]), dg.AssetKey("video_manifest")],
         )
         after = {p.name: p.stat().st_ino for p in renditions.iterdir()}
         assert {name for name in before if before[name] != after[name]} == {"h264_240p.mp4"}

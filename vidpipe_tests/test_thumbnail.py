@@ -21,7 +21,10 @@ def test_thumbnail_is_the_first_frame(landscape_clip, tmp_path):
 def test_thumbnails_come_in_jpeg_and_webp_never_wider_than_the_source(landscape_clip, tmp_path):
     files = write_thumbnails(read_poster(landscape_clip, probe(landscape_clip)), tmp_path)
     assert sorted((f.format, f.width, f.height) for f in files) == [
-        ("jpeg", 320, 180), ("jpeg", 640, 360), ("webp", 320, 180), ("webp", 640, 360),
+        ("jpeg", 320, 180),
+        ("jpeg", 640, 360),
+        ("webp", 320, 180),
+        ("webp", 640, 360),
     ]
     for f in files:
         with Image.open(f.path) as image:

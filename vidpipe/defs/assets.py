@@ -14,7 +14,7 @@ from vidpipe.defs.resources import FFmpegResource, VideoStorage
 from vidpipe.media.encoder import Progress
 from vidpipe.media.errors import InvalidMediaError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
-from vidpipe.media.ladder import DEFAULT_LADDER, Rung, plan_ladder
+from vidpipe.media.ladder import Rung, plan_ladder
 from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems
 from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
 
@@ -22,7 +22,9 @@ videos = dg.DynamicPartitionsDefinition(name="videos")
 
 # Per-partition checks are a preview feature in Dagster 1.13; they are what makes the UI show
 # a check result for each video rather than only for the latest one.
-warnings.filterwarnings("ignore", category=dg.PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec")
+warnings.filterwarnings(
+    "ignore", category=dg.PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec"
+)
 
 UPLOAD_PATH_TAG = "vidpipe/upload_path"
 UPLOAD_NAME_TAG = "vidpipe/upload_name"
@@ -137,7 +139,9 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             if planned:
                 out_dir = storage.output_dir(source_video.key, "renditions")
                 context.log.info(
-                    "encoding " + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned) + " in one ffmpeg run"
+                    "encoding "
+                    + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
+                    + " in one ffmpeg run"
                 )
                 argv, outputs = ffmpeg.encode(
                     source_video.path, source_video.info, planned, out_dir, on_progress=_progress_logger(context)
@@ -147,12 +151,18 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 described = dict(zip(outputs, pool.map(ffmpeg.probe, outputs.values())))
         for rung in selected:
             if rung.name not in described:
-                yield dg.Output(None, output_name=rung.name, metadata={"produced": False, "reason": plan.skipped[rung.name]})
+                yield dg.Output(
+                    None, output_name=rung.name, metadata={"produced": False, "reason": plan.skipped[rung.name]}
+                )
                 continue
             info = described[rung.name]
             yield dg.Output(
                 RenditionFile(
-                    name=rung.name, path=outputs[rung.name], container=rung.format.container, info=info, argv=tuple(argv)
+                    name=rung.name,
+                    path=outputs[rung.name],
+                    container=rung.format.container,
+                    info=info,
+                    argv=tuple(argv),
                 ),
                 output_name=rung.name,
                 metadata={
@@ -178,14 +188,15 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
         if progress.finished or now - last[0] >= every_seconds:
             last[0] = now
             speed = f" at {progress.speed:g}x" if progress.speed else ""
-            context.log.info(
-                f"encoding {progress.fraction:.0%} ({progress.seconds_done:.1f} of {progress.seconds_total:.1f} s){speed}"
-            )
+            done, total = progress.seconds_done, progress.seconds_total
+            context.log.info(f"encoding {progress.fraction:.0%} ({done:.1f} of {total:.1f} s){speed}")
 
     return log
 
 
-@dg.asset(partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES)
+@dg.asset(
+    partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES
+)
 def thumbnail(
     context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
 ) -> dg.Output:
@@ -222,7 +233,10 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         ],
     )
     def video_manifest(
-        source_video: SourceVideo, thumbnail: list[ThumbnailFile], storage: VideoStorage, **renditions: RenditionFile | None
+        source_video: SourceVideo,
+        thumbnail: list[ThumbnailFile],
+        storage: VideoStorage,
+        **renditions: RenditionFile | None,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """The JSON document a web app reads to build its player: every output of one video.
 
@@ -241,7 +255,10 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 "renditions": dg.MetadataValue.md(
                     "\n".join(
                         ["| name | size | bitrate | bytes |", "|---|---|---|---|"]
-                        + [f"| {r['name']} | {r['width']}x{r['height']} | {r['bitrate']} | {r['bytes']} |" for r in manifest["renditions"]]
+                        + [
+                            f"| {r['name']} | {r['width']}x{r['height']} | {r['bitrate']} | {r['bytes']} |"
+                            for r in manifest["renditions"]
+                        ]
                     )
                 ),
                 "manifest": dg.MetadataValue.json(manifest),

@@ -97,7 +97,8 @@ class Rung:
 
     def describe(self) -> str:
         if self.is_audio_only:
-            return f"{self.format.name.upper()} audio in .{self.format.extension}, {self.audio_kbps} kbit/s (audio-only uploads)"
+            fmt = self.format
+            return f"{fmt.name.upper()} audio in .{fmt.extension}, {self.audio_kbps} kbit/s (audio-only uploads)"
         return f"{self.format.name.upper()} in {self.format.container.upper()}, {self.short_side} lines"
 
     @property

@@ -83,8 +83,7 @@ def build_manifest(
         "ffmpeg": {
             "argv": list(commands[0]) if len(commands) == 1 else None,
             "commands": [
-                {"argv": list(argv), "renditions": [r.name for r in renditions if r.argv == argv]}
-                for argv in commands
+                {"argv": list(argv), "renditions": [r.name for r in renditions if r.argv == argv]} for argv in commands
             ],
         },
     }

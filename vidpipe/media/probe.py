@@ -194,9 +194,7 @@ def _default_stream(streams: list[dict], codec_type: str) -> dict | None:
     Cover art (an attached picture) is not a video stream.
     """
     candidates = [
-        s
-        for s in streams
-        if s.get("codec_type") == codec_type and not s.get("disposition", {}).get("attached_pic")
+        s for s in streams if s.get("codec_type") == codec_type and not s.get("disposition", {}).get("attached_pic")
     ]
     for stream in candidates:
         if stream.get("disposition", {}).get("default"):

@@ -55,7 +55,12 @@ def poster_command(
 
 
 def read_poster(
-    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 60, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path,
+    info: VideoInfo,
+    *,
+    ffmpeg_bin: str = "ffmpeg",
+    timeout: float = 60,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     argv = poster_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
     png = run_tool(argv, timeout=timeout, subject=os.fspath(source))

@@ -87,9 +87,7 @@ def run_tool(
         for pump in pumps:
             pump.join(timeout=5)
     if returncode < 0:
-        raise ToolKilledError(
-            f"{tool} was killed by signal {-returncode}", path=subject, stderr_tail=stderr_tail
-        )
+        raise ToolKilledError(f"{tool} was killed by signal {-returncode}", path=subject, stderr_tail=stderr_tail)
     if returncode != 0:
         last = stderr_tail[-1] if stderr_tail else f"exit status {returncode}"
         raise ToolFailedError(f"{tool} failed: {last}", path=subject, stderr_tail=stderr_tail)

@@ -47,8 +47,15 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
         path,
         ffprobe=ffprobe,
         timeout=timeout,
-        args=("-f", info.demuxer, "-count_packets", "-select_streams", str(info.video_stream), "-show_entries",
-              "stream=nb_read_packets"),
+        args=(
+            "-f",
+            info.demuxer,
+            "-count_packets",
+            "-select_streams",
+            str(info.video_stream),
+            "-show_entries",
+            "stream=nb_read_packets",
+        ),
     )
     packets = int(counted["streams"][0].get("nb_read_packets") or 0) if counted.get("streams") else 0
     check_packets(info, packets, path)
