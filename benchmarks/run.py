@@ -269,7 +269,7 @@ def write_results(rows: list[dict], meta: dict) -> None:
 
 def chart(rows: list[dict], path: Path) -> None:
     """Bars of the timing ratios, with each target marked; drawn with Pillow."""
-    ratios = [r for r in rows if "median_s" in r]
+    ratios = [r for r in rows if "ratio" in r.get("target", "")]
     width, bar_h, left = 900, 40, 360
     image = Image.new("RGB", (width, 60 + bar_h * len(ratios) + 20), "white")
     draw = ImageDraw.Draw(image)
@@ -277,12 +277,11 @@ def chart(rows: list[dict], path: Path) -> None:
     scale = (width - left - 40) / max([r["value"] for r in ratios] + [2.0])
     for i, r in enumerate(ratios):
         y = 50 + i * bar_h
-        draw.text((10, y + 8), f"{r['scenario']} {r['what'][:48]}", fill="black")
+        draw.text((10, y + 8), f"{r['scenario']} {r['what'][:48]}".replace("→", "->"), fill="black")
         draw.rectangle([left, y, left + r["value"] * scale, y + bar_h - 12], fill="#2563eb" if r["met"] else "#dc2626")
         draw.text((left + r["value"] * scale + 5, y + 8), f"{r['value']:.2f}", fill="black")
         target = float(r["target"].split()[1])
-        if "ratio" in r["target"]:
-            draw.line([left + target * scale, y - 4, left + target * scale, y + bar_h - 8], fill="black", width=2)
+        draw.line([left + target * scale, y - 4, left + target * scale, y + bar_h - 8], fill="black", width=2)
     image.save(path)
 
 
