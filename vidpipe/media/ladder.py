@@ -142,9 +142,6 @@ class LadderPlan:
     renditions: tuple[PlannedRendition, ...]
     skipped: dict[str, str]
 
-    def get(self, rung_name: str) -> PlannedRendition | None:
-        return next((p for p in self.renditions if p.rung.name == rung_name), None)
-
 
 def plan_ladder(info: VideoInfo, ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> LadderPlan:
     """Pick the rungs that fit ``info`` and size them.
