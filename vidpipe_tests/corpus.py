@@ -19,32 +19,29 @@ def _lavfi(path: Path, video: str, *output_args: str, audio: str | None = None) 
     return path
 
 
-def secret_file(folder: Path) -> Path:
-    path = folder / "secret.txt"
-    path.write_text(f"{SECRET}\n")
+def _file(path: Path, content: str | bytes) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
+
+
+def secret_file(folder: Path) -> Path:
+    return _file(folder / "secret.txt", f"{SECRET}\n")
 
 
 def hls_playlist(folder: Path) -> Path:
     """A text HLS playlist named like a video, listing a local secret as its only segment."""
     secret = secret_file(folder)
-    path = folder / "holiday.mp4"
-    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret}\n#EXT-X-ENDLIST\n")
-    return path
+    return _file(folder / "holiday.mp4", f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret}\n#EXT-X-ENDLIST\n")
 
 
 def concat_list(folder: Path) -> Path:
     secret = secret_file(folder)
-    path = folder / "party.mp4"
-    path.write_text(f"ffconcat version 1.0\nfile '{secret}'\nfile 'secret.txt'\n")
-    return path
+    return _file(folder / "party.mp4", f"ffconcat version 1.0\nfile '{secret}'\nfile 'secret.txt'\n")
 
 
 def y4m_bomb(folder: Path) -> Path:
     """A 60-byte y4m file whose header claims 16000×16000 pixels."""
-    path = folder / "bomb.y4m"
-    path.write_bytes(b"YUV4MPEG2 W16000 H16000 F30:1 Ip A1:1 C420jpeg\nFRAME\n")
-    return path
+    return _file(folder / "bomb.y4m", b"YUV4MPEG2 W16000 H16000 F30:1 Ip A1:1 C420jpeg\nFRAME\n")
 
 
 def truncated_mp4(folder: Path) -> Path:
@@ -53,18 +50,14 @@ def truncated_mp4(folder: Path) -> Path:
         folder / "whole-faststart.mp4", "testsrc2=size=320x240:rate=30:duration=3",
         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
     )  # fmt: skip
-    path = folder / "cut.mp4"
-    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
-    return path
+    return _file(folder / "cut.mp4", whole.read_bytes()[: whole.stat().st_size // 4])
 
 
 def mp4_without_moov(folder: Path) -> Path:
     """An MP4 whose index comes last, cut before it: what an interrupted phone upload looks like."""
     whole = make_clip(folder / "whole.mp4", size="320x240", seconds=2)
-    path = folder / "no-moov.mp4"
     data = whole.read_bytes()
-    path.write_bytes(data[: data.rfind(b"moov") - 4])
-    return path
+    return _file(folder / "no-moov.mp4", data[: data.rfind(b"moov") - 4])
 
 
 def flipped_bytes(folder: Path) -> Path:
@@ -73,21 +66,15 @@ def flipped_bytes(folder: Path) -> Path:
     data = bytearray(whole.read_bytes())
     for offset in range(len(data) // 2, len(data) - 64, 97):
         data[offset] ^= 0xFF
-    path = folder / "flipped.mp4"
-    path.write_bytes(bytes(data))
-    return path
+    return _file(folder / "flipped.mp4", bytes(data))
 
 
 def zero_bytes(folder: Path) -> Path:
-    path = folder / "empty.mp4"
-    path.write_bytes(b"")
-    return path
+    return _file(folder / "empty.mp4", b"")
 
 
 def text_as_mov(folder: Path) -> Path:
-    path = folder / "notes.mov"
-    path.write_text("Meeting notes\n- bring snacks\n")
-    return path
+    return _file(folder / "notes.mov", "Meeting notes\n- bring snacks\n")
 
 
 def png_as_mp4(folder: Path) -> Path:
