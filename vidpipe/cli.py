@@ -73,7 +73,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+    from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
     from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
     from vidpipe.definitions import build_assets
 
@@ -92,19 +92,9 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             raise_on_error=False,
         )
         if not result.success:
-            raise UserFacingError(f"{path.name}: {first_failure(result)}")
+            failed = next((e for e in result.all_events if e.is_step_failure), None)
+            raise UserFacingError(f"{path.name}: {failure_reason(failed) if failed else 'processing failed'}")
         return result.output_for_node("video_manifest")
-
-
-def first_failure(result) -> str:
-    """The message of the first failed step, as the person who uploaded would want it."""
-    for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            if data.user_failure_data and data.user_failure_data.description:
-                return data.user_failure_data.description
-            return data.error.message.strip().splitlines()[-1] if data.error else "processing failed"
-    return "processing failed"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -46,11 +46,7 @@ def upload_tags(clip):
 
 def step_failures(result) -> dict[str, str]:
     """Failed step → the description of its ``Failure`` (what the UI shows)."""
-    return {
-        event.step_key: event.step_failure_data.user_failure_data.description
-        for event in result.all_events
-        if event.is_step_failure
-    }
+    return {event.step_key: failure_reason(event) for event in result.all_events if event.is_step_failure}
 
 
 class SensorHarness:

@@ -61,6 +61,14 @@ def failures_for_people(context: dg.AssetExecutionContext, storage: VideoStorage
         ) from err
 
 
+def failure_reason(event: dg.DagsterEvent) -> str:
+    """What a failed step's event says to a person: the ``Failure`` description, else the error's last line."""
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip().splitlines()[-1] if data.error else "the step failed"
+
+
 def rendition_key(rung: Rung) -> dg.AssetKey:
     return dg.AssetKey(["renditions", rung.name])
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
 from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
@@ -57,7 +57,7 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
     the UI shows the same runs under Runs → Failed and the partitions as failed.
     """
     video = context.dagster_run.tags.get("dagster/partition")
-    reasons = [describe_step_failure(event) for event in context.get_step_failure_events()]
+    reasons = [f"{event.step_key}: {failure_reason(event)}" for event in context.get_step_failure_events()]
     reason = "; ".join(reasons) or (context.failure_event.message or "the run failed")
     storage.record_failed_run(
         {
@@ -71,10 +71,3 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
         }
     )
     context.log.warning(f"run {context.dagster_run.run_id} for video {video} failed: {reason}")
-
-
-def describe_step_failure(event: dg.DagsterEvent) -> str:
-    data = event.step_failure_data
-    if data.user_failure_data and data.user_failure_data.description:
-        return f"{event.step_key}: {data.user_failure_data.description}"
-    return f"{event.step_key}: {data.error.message.strip().splitlines()[-1] if data.error else 'failed'}"
