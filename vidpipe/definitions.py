@@ -6,6 +6,7 @@ import dagster as dg
 
 from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
+from vidpipe.defs.executor import step_executor
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
@@ -26,11 +27,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     )
     return dg.Definitions(
         assets=build_assets(ladder),
-        # Step processes fork from a server that has already imported vidpipe and Dagster:
-        # starting a step drops from ~2.5-4 s to well under one on a 2-core machine.
-        executor=dg.multiprocess_executor.configured(
-            {"start_method": {"forkserver": {"preload_modules": ["vidpipe.definitions"]}}}
-        ),
+        executor=step_executor,
         jobs=[process_video],
         sensors=[build_upload_sensor(process_video), failed_video_runs],
         resources={

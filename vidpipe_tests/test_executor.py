@@ -1,0 +1,63 @@
+"""The process_video job run as the daemon runs it: a process per step (forkserver), or one process."""
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from vidpipe.defs.executor import executor_run_config
+from vidpipe.defs.step_preload import instance_class_modules
+from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.media.files import sha256_file
+from vidpipe.media.keys import partition_key
+from vidpipe_tests.harness import upload_tags
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    """One storage root for the module: Dagster caches the job a reconstructable pointer builds."""
+    root = tmp_path_factory.mktemp("storage")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIDPIPE_STORAGE", str(root))
+        yield root
+
+
+STEPS = {"source_video", "renditions", "thumbnail", "video_manifest"}
+
+
+def process_video_job() -> dg.JobDefinition:
+    return build_definitions().resolve_job_def(PROCESS_JOB_NAME)
+
+
+@pytest.mark.parametrize("in_one_process", [False, True], ids=["process per step", "one process"])
+def test_a_video_run_executes_its_steps_as_its_run_config_says(storage, silent_clip, in_one_process):
+    key = partition_key(silent_clip.name, sha256_file(silent_clip))
+    shutil.rmtree(storage / key, ignore_errors=True)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("videos", [key])
+        result = dg.execute_job(
+            dg.reconstructable(process_video_job),
+            instance=instance,
+            tags={"dagster/partition": key, **upload_tags(silent_clip)},
+            run_config=executor_run_config(in_one_process=in_one_process),
+        )
+        assert result.success
+        step_pids = {event.step_key: event.pid for event in result.all_events if event.event_type_value == "STEP_START"}
+    assert set(step_pids) == STEPS
+    run_pid = next(event.pid for event in result.all_events if event.event_type_value == "PIPELINE_START")
+    if in_one_process:
+        assert set(step_pids.values()) == {run_pid}
+    else:
+        assert len(set(step_pids.values()) | {run_pid}) == len(STEPS) + 1
+    assert (storage / key / "manifest.json").is_file()
+
+
+def test_step_processes_preload_the_classes_of_the_instance_they_open(tmp_path):
+    assert "dagster._core.storage.sqlite_storage" in instance_class_modules(None)
+    (tmp_path / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: postgresql://vidpipe@db/vidpipe\n"
+        "run_launcher:\n  module: dagster_docker\n  class: DockerRunLauncher\n"
+    )
+    modules = instance_class_modules(str(tmp_path))
+    assert "dagster_postgres" in modules and "dagster_docker" in modules
+    assert "dagster._core.storage.sqlite_storage" not in modules
