@@ -54,6 +54,18 @@ class InboxScan:
     waiting: list[str]
     unreadable: dict[str, str]
     cursor: InboxCursor
+    settled_in_seconds: float | None = None
+    """How long until every upload now waiting only to settle can be taken (None: none is)."""
+
+    def then(self, later: InboxScan) -> InboxScan:
+        """This scan followed by ``later``, a scan made from this one's cursor."""
+        return InboxScan(
+            uploads=self.uploads + later.uploads,
+            waiting=later.waiting,
+            unreadable={**self.unreadable, **later.unreadable},
+            cursor=later.cursor,
+            settled_in_seconds=later.settled_in_seconds,
+        )
 
 
 def is_candidate_name(name: str) -> bool:
@@ -89,12 +101,16 @@ def scan_inbox(
     started = time.monotonic()
     uploads: list[Upload] = []
     waiting: list[tuple[int, str]] = []
+    settled_at_ns: int | None = None
     unreadable: dict[str, str] = {}
     handled = {name: changed for name, changed in cursor.handled.items() if present.get(name) == changed}
     for changed, name in pending:
-        over_budget = uploads and time.monotonic() - started > hash_budget_seconds
-        if now_ns - changed < settle_ns or over_budget:
+        if uploads and time.monotonic() - started > hash_budget_seconds:
             waiting.append((changed, name))
+            continue
+        if now_ns - changed < settle_ns:
+            waiting.append((changed, name))
+            settled_at_ns = changed + settle_ns  # pending is oldest first: the last one settles last
             continue
         path = inbox / name
         try:
@@ -112,4 +128,10 @@ def scan_inbox(
         watermark_ns=watermark,
         handled={name: changed for name, changed in handled.items() if changed >= watermark},
     )
-    return InboxScan(uploads=uploads, waiting=[name for _, name in waiting], unreadable=unreadable, cursor=new_cursor)
+    return InboxScan(
+        uploads=uploads,
+        waiting=[name for _, name in waiting],
+        unreadable=unreadable,
+        cursor=new_cursor,
+        settled_in_seconds=None if settled_at_ns is None else (settled_at_ns - now_ns) / 1e9,
+    )

@@ -52,10 +52,10 @@ def step_failures(result) -> dict[str, str]:
 class SensorHarness:
     """Evaluates the sensor the way the daemon does: cursor carried over, partition requests applied."""
 
-    def __init__(self, instance, inbox, settle_seconds):
+    def __init__(self, instance, inbox, settle_seconds, **inbox_settings):
         self.instance = instance
         self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
-        self.resources = {"inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds)}
+        self.resources = {"inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings)}
         self.cursor = None
 
     def tick(self) -> dg.SensorResult:

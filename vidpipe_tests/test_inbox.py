@@ -32,6 +32,26 @@ def test_a_file_still_being_written_waits_until_it_settles(tmp_path):
     assert [u.sha256 for u in settled.uploads] == [sha256_file(path)]
 
 
+def test_a_scan_says_when_the_uploads_waiting_to_settle_will_have_settled(tmp_path):
+    first = drop(tmp_path, "first.mp4")
+    time.sleep(0.05)
+    last = drop(tmp_path, "last.mp4")
+    now = last.stat().st_ctime_ns + 500_000_000
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=now)
+    assert sorted(scan.waiting) == ["first.mp4", "last.mp4"]
+    assert abs(scan.settled_in_seconds - 1.5) < 1e-6
+    assert first.stat().st_ctime_ns < last.stat().st_ctime_ns
+    done = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=now + LATER)
+    assert done.settled_in_seconds is None and done.waiting == []
+
+
+def test_a_scan_over_its_hashing_budget_does_not_claim_the_rest_will_settle(tmp_path):
+    for i in range(3):
+        drop(tmp_path, f"clip-{i}.mp4", bytes([i]) * 1000)
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=0, hash_budget_seconds=0, now_ns=time.time_ns() + LATER)
+    assert len(scan.waiting) == 2 and scan.settled_in_seconds is None
+
+
 def test_files_arriving_while_an_upload_is_in_flight_are_all_found(tmp_path):
     slow = drop(tmp_path, "slow.mp4", b"first part")
     first = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2)

@@ -2,12 +2,14 @@
 
 import os
 import shutil
+import threading
 import time
 
 import dagster as dg
 import pytest
 
 from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.executor import executor_run_config
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.harness import SensorHarness
 
@@ -46,17 +48,47 @@ def test_new_upload_adds_a_partition_and_requests_one_run(instance, inbox, lands
 
 
 def test_a_file_still_being_written_is_left_alone(instance, inbox, landscape_clip):
+    """A writer adding a chunk every 0.1 s while the sensor ticks: no run until it has finished."""
     harness = SensorHarness(instance, inbox, settle_seconds=0.5)
+    data = landscape_clip.read_bytes()
     growing = inbox / "growing.mp4"
-    growing.write_bytes(landscape_clip.read_bytes()[:10_000])
-    assert harness.tick().run_requests == []
-    assert instance.get_dynamic_partitions(videos.name) == []
-    with open(growing, "ab") as handle:
-        handle.write(landscape_clip.read_bytes()[10_000:])
-    assert harness.tick().run_requests == []
+    growing.write_bytes(data[:1000])
+    chunks = [data[i : i + len(data) // 15 + 1] for i in range(1000, len(data), len(data) // 15 + 1)]
+
+    def write_slowly():
+        for chunk in chunks:
+            time.sleep(0.1)
+            with open(growing, "ab") as handle:
+                handle.write(chunk)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    requests = []
+    while writer.is_alive():
+        requests += harness.tick().run_requests
     time.sleep(0.6)
+    requests += harness.tick().run_requests
+    # One run, for the whole file: none for any part of it seen while it was being written.
+    assert [request.run_key for request in requests] == [sha256_file(landscape_clip)]
+    assert len(instance.get_dynamic_partitions(videos.name)) == 1
+
+
+def test_an_upload_that_settles_during_a_tick_is_taken_in_that_tick(instance, inbox, landscape_clip):
+    """The daemon evaluates the sensor every 5 s; an upload 0.8 s from settled should not wait for the next."""
+    harness = SensorHarness(instance, inbox, settle_seconds=0.8)
+    copy_in(landscape_clip, inbox, "just arrived.mp4")
     [request] = harness.tick().run_requests
     assert request.run_key == sha256_file(landscape_clip)
+
+
+def test_small_uploads_run_in_one_process_and_larger_ones_a_process_per_step(instance, inbox, landscape_clip):
+    size = landscape_clip.stat().st_size
+    copy_in(landscape_clip, inbox, "clip.mp4")
+    [small] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size + 1).tick().run_requests
+    assert small.run_config == executor_run_config(in_one_process=True)
+    instance.delete_dynamic_partition(videos.name, small.partition_key)
+    [large] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size).tick().run_requests
+    assert large.run_config == executor_run_config(in_one_process=False)
 
 
 def test_the_same_bytes_uploaded_twice_are_processed_once(instance, inbox, landscape_clip):

@@ -191,6 +191,8 @@ class InboxResource(dg.ConfigurableResource):
     path: str
     settle_seconds: float = 2.0
     hash_budget_seconds: float = 20.0
+    one_process_below_bytes: int = 32 * 2**20
+    """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
 
     def scan(self, cursor: InboxCursor) -> InboxScan:
         inbox = Path(self.path)
