@@ -42,7 +42,10 @@ def test_all_rungs_come_out_of_one_ffmpeg_process(landscape_encoded):
     _, command, outputs, _ = landscape_encoded
     assert set(outputs) == {"h264_360p", "h264_240p", "vp9_360p"}
     assert command.argv.count("-i") == 1
-    assert any("split=3" in arg for arg in command.argv)
+    [graph] = [arg for arg in command.argv if "split" in arg]
+    # Two sizes: 360p (shared by h264 and vp9) scaled once from the source, 240p from 360p.
+    assert graph.count("scale=") == 2
+    assert graph.index("scale=640:360") < graph.index("scale=426:240")
     for path in command.temporary_outputs.values():
         assert str(path) in command.argv
 

@@ -117,16 +117,27 @@ def build_encode_command(
 
 
 def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> dict[str, object]:
-    """Rung name → its picture: conditioned once, split, then scaled per rung."""
-    video = condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(plans[0].frame_rate))
-    branches = video.filter_multi_output("split", len(plans)) if len(plans) > 1 else None
-    return {
-        plan.rung.name: (branches[index] if branches is not None else video)
-        .filter("scale", plan.width, plan.height)
-        .filter("setsar", 1)
-        .filter("format", "yuv420p")
-        for index, plan in enumerate(plans)
-    }
+    """Rung name → its picture: conditioned once, then scaled down the ladder one size at a time.
+
+    Each distinct size is scaled once (rungs of two formats share it), from the next larger
+    size rather than from the source: for a 1080p source's ladder, scaling takes ~1.4 s of
+    CPU per 10 s of video instead of ~5.6 s, and each rung's SSIM against the source moves
+    by 0.0005 at most (benchmarks/run.py).
+    """
+    picture = condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(plans[0].frame_rate))
+    sizes = sorted({(p.width, p.height) for p in plans}, key=lambda size: size[0] * size[1], reverse=True)
+    pictures = {}
+    for index, (width, height) in enumerate(sizes):
+        picture = picture.filter("scale", width, height).filter("setsar", 1).filter("format", "yuv420p")
+        users = [plan.rung.name for plan in plans if (plan.width, plan.height) == (width, height)]
+        has_smaller = index + 1 < len(sizes)
+        copies = len(users) + has_smaller
+        branches = picture.filter_multi_output("split", copies) if copies > 1 else None
+        for copy, name in enumerate(users):
+            pictures[name] = branches[copy] if branches is not None else picture
+        if has_smaller and branches is not None:
+            picture = branches[len(users)]
+    return pictures
 
 
 def _output_options(plan: PlannedRendition, threads: int, *, tone_mapped: bool) -> dict[str, object]:
