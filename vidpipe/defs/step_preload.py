@@ -4,6 +4,9 @@ Dagster starts every step in a process of its own, and the first thing a step do
 the Dagster instance. For the sqlite instance that imports sqlalchemy, alembic and the
 storage classes: about 1.7 s of CPU per step on a 2-core machine. Importing the instance's
 classes here, before the fork, pays that once per run instead of once per step.
+
+Dagster has no public API naming those classes; ``InstanceRef`` is what
+``DagsterInstance.from_ref`` reads them from (dagster is pinned; a test covers this).
 """
 
 import importlib
