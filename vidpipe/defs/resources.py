@@ -7,7 +7,7 @@ import re
 from abc import abstractmethod
 from datetime import datetime, timezone
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import dagster as dg
@@ -142,13 +142,7 @@ class FFmpegResource(dg.ConfigurableResource):
     max_streams: int = Limits.max_streams
 
     def limits(self) -> Limits:
-        return Limits(
-            max_pixels=self.max_pixels,
-            max_frame_rate=self.max_frame_rate,
-            max_duration_seconds=self.max_duration_seconds,
-            max_file_bytes=self.max_file_bytes,
-            max_streams=self.max_streams,
-        )
+        return Limits(**{limit.name: getattr(self, limit.name) for limit in fields(Limits)})
 
     def inspect(self, upload: Path) -> VideoInfo:
         """The validation gate: probe an upload, refuse it with a clear reason unless usable."""

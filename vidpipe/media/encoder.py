@@ -14,11 +14,10 @@ from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Ru
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
 from vidpipe.media.tools import run_tool
-from vidpipe.media.validate import clock
+from vidpipe.media.validate import Limits, clock
 
 # -xerror: a decode error stops ffmpeg instead of being papered over (it exits 0 otherwise).
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-xerror", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
-DEFAULT_MAX_PIXELS = 8_294_400
 _CORRUPTION_MARKERS = ("corrupt decoded frame", "corrupt input packet", "error while decoding", "Invalid NAL unit")
 SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
@@ -47,7 +46,7 @@ class EncodeCommand:
     final_outputs: dict[str, Path]
 
 
-def guarded_input(source: Path, info: VideoInfo, max_pixels: int = DEFAULT_MAX_PIXELS):
+def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels):
     """An ffmpeg-python input that reads only this local file, with the demuxer the probe found.
 
     ``max_pixels`` makes the decoder refuse frames larger than the limit, whatever the header said.
@@ -88,7 +87,7 @@ def build_encode_command(
     *,
     ffmpeg_bin: str = "ffmpeg",
     threads: int = 0,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = Limits.max_pixels,
 ) -> EncodeCommand:
     """Build the single ffmpeg command that writes every planned rendition.
 
@@ -135,7 +134,7 @@ def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> 
         branches = picture.filter_multi_output("split", copies) if copies > 1 else None
         for copy, name in enumerate(users):
             pictures[name] = branches[copy] if branches is not None else picture
-        if has_smaller and branches is not None:
+        if has_smaller:  # then there are at least two copies, so a split
             picture = branches[len(users)]
     return pictures
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from vidpipe.media.encoder import DEFAULT_MAX_PIXELS, guarded_input
+from vidpipe.media.encoder import guarded_input
 from vidpipe.media.files import write_atomically
 from vidpipe.media.probe import VideoInfo
 from vidpipe.media.tools import run_tool
+from vidpipe.media.validate import Limits
 
 THUMBNAIL_WIDTHS = (1280, 640, 320)
 THUMBNAIL_FORMATS = {
@@ -34,7 +35,7 @@ class ThumbnailFile:
 
 
 def poster_command(
-    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = Limits.max_pixels
 ) -> list[str]:
     """ffmpeg writes the poster as one PNG on stdout: the first decoded frame, and then stops.
 
@@ -60,7 +61,7 @@ def read_poster(
     *,
     ffmpeg_bin: str = "ffmpeg",
     timeout: float = 60,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = Limits.max_pixels,
 ) -> Image.Image:
     argv = poster_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
     png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
