@@ -30,7 +30,7 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image, ImageDraw
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, videos
+from vidpipe.defs.assets import upload_tags, videos
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
 from vidpipe.inbox import InboxCursor, scan_inbox
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -80,13 +80,14 @@ def timed_command(argv: list[str]) -> float:
 def vidpipe_run(clip: Path, storage: Path) -> tuple[float, dict]:
     """One process_video run as the daemon launches it; seconds from run start to manifest materialized."""
     os.environ["VIDPIPE_STORAGE"] = str(storage)
+    os.environ["VIDPIPE_INBOX"] = str(clip.parent)
     with tempfile.TemporaryDirectory(prefix="vidpipe-bench-") as home, dg.instance_for_test(temp_dir=home) as instance:
         key = partition_key(clip.name, sha256_file(clip))
         instance.add_dynamic_partitions(videos.name, [key])
         result = dg.execute_job(
             dg.reconstructable(process_video_job),
             instance=instance,
-            tags={"dagster/partition": key, UPLOAD_PATH_TAG: str(clip), UPLOAD_NAME_TAG: clip.name},
+            tags={"dagster/partition": key, **upload_tags(clip.name)},
         )
         assert result.success, "vidpipe run failed"
         events = instance.all_logs(result.run_id)

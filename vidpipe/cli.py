@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -11,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from vidpipe import settings
+from vidpipe.inbox import readable_name
 from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
 from vidpipe.media.keys import partition_key
 
@@ -29,11 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "upload":
             for path in args.files:
-                print(upload_file(path, args.inbox or settings.inbox_dir()))
+                # The exact bytes of the name, so scripts can use it whatever its encoding.
+                sys.stdout.buffer.write(os.fsencode(upload_file(path, args.inbox or settings.inbox_dir())) + b"\n")
             return 0
         manifest = process_file(args.file, args.out, verbose=args.verbose)
     except UserFacingError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        where = f"{readable_name(os.path.basename(os.fsdecode(err.filename)))}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     print(json.dumps(manifest, indent=2))
     return 0
@@ -49,7 +56,7 @@ def upload_file(path: Path, inbox: Path) -> Path:
     An existing inbox file is never overwritten: the copy gets a numbered name instead.
     """
     if not path.is_file():
-        raise UserFacingError(f"no such file: {path}")
+        raise UserFacingError(f"no such file: {readable_name(str(path))}")
     inbox.mkdir(parents=True, exist_ok=True)
     target = inbox / path.name
     number = 1
@@ -67,14 +74,17 @@ def upload_file(path: Path, inbox: Path) -> Path:
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
-    """Materialize the whole graph for one file with an ephemeral Dagster instance."""
+    """Materialize the whole graph for one file with an ephemeral Dagster instance.
+
+    The file's folder serves as the inbox: the run reads that one file, as a sensor's run would.
+    """
     if not path.is_file():
-        raise UserFacingError(f"no such file: {path}")
+        raise UserFacingError(f"no such file: {readable_name(str(path))}")
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
-    from vidpipe.defs.resources import FFmpegResource, LocalVideoStorage
+    from vidpipe.defs.assets import failure_reason, upload_tags, videos
+    from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
     from vidpipe.definitions import build_assets
 
     key = partition_key(path.name, sha256_file(path))
@@ -86,14 +96,19 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             build_assets(),
             instance=instance,
             partition_key=key,
-            tags={UPLOAD_PATH_TAG: str(path.resolve()), UPLOAD_NAME_TAG: path.name},
-            resources={"storage": LocalVideoStorage(root=str(out.resolve())), "ffmpeg": FFmpegResource()},
+            tags=upload_tags(path.name),
+            resources={
+                "storage": LocalVideoStorage(root=str(out.resolve())),
+                "ffmpeg": FFmpegResource(),
+                "inbox": InboxResource(path=str(path.resolve().parent)),
+            },
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
         if not result.success:
             failed = next((e for e in result.all_events if e.is_step_failure), None)
-            raise UserFacingError(f"{path.name}: {failure_reason(failed) if failed else 'processing failed'}")
+            reason = failure_reason(failed) if failed else "processing failed"
+            raise UserFacingError(f"{readable_name(path.name)}: {reason}")
         return result.output_for_node("video_manifest")
 
 

@@ -31,10 +31,27 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         jobs=[process_video],
         sensors=[build_upload_sensor(process_video), failed_video_runs],
         resources={
-            "storage": LocalVideoStorage(root=str(settings.storage_dir())),
-            "ffmpeg": FFmpegResource(**settings.limit_overrides()),
-            "inbox": InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds()),
+            "storage": fixed_by_deployment(LocalVideoStorage(root=str(settings.storage_dir()))),
+            "ffmpeg": fixed_by_deployment(FFmpegResource(**settings.limit_overrides())),
+            "inbox": fixed_by_deployment(
+                InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds())
+            ),
         },
+    )
+
+
+def fixed_by_deployment(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
+    """``resource`` exactly as configured here, from the environment; a run's config cannot change it.
+
+    Anyone who can launch a run (the UI, the GraphQL API) could otherwise point the binaries
+    at any executable or the inbox and storage at any folder: Dagster lets run config
+    override a ``ConfigurableResource``'s fields. With an empty config schema such a run is
+    refused before it starts.
+    """
+    return dg.ResourceDefinition(
+        resource_fn=lambda _: resource,
+        config_schema={},
+        description=f"{type(resource).__name__}, set by the deployment's environment; not configurable per run.",
     )
 
 

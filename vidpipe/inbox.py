@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, unquote_to_bytes
 
+from vidpipe.media.errors import UploadError
 from vidpipe.media.files import sha256_file
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".filepart", "~")
+READABLE_NAME_CHARS = 200
+_NAME_REF_SAFE = " !#$&'()+,;=@[]^`{}~"
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ class Upload:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def readable_name(self) -> str:
+        return readable_name(self.name)
 
 
 @dataclass
@@ -55,7 +65,7 @@ class InboxScan:
     unreadable: dict[str, str]
     cursor: InboxCursor
     settled_in_seconds: float | None = None
-    """How long until every upload now waiting only to settle can be taken (None: none is)."""
+    """How long until every non-empty upload now waiting only to settle can be taken (None: none is)."""
 
     def then(self, later: InboxScan) -> InboxScan:
         """This scan followed by ``later``, a scan made from this one's cursor."""
@@ -68,6 +78,47 @@ class InboxScan:
         )
 
 
+def name_ref(name: str) -> str:
+    """A file name as printable ASCII that ``resolve_upload`` turns back into the same bytes.
+
+    Names are bytes on Linux: not necessarily UTF-8, possibly with control characters.
+    Percent-encoding keeps ordinary names readable (``My Holiday.mp4`` stays as it is) and
+    lets any name travel in run tags and JSON.
+    """
+    return quote(os.fsencode(name), safe=_NAME_REF_SAFE)
+
+
+def readable_name(name: str) -> str:
+    """A name for people, logs and metadata: valid UTF-8, control characters escaped, bounded.
+
+    A newline shows as the two characters ``\\n``; a byte that is not UTF-8 as ``\\xff``.
+    """
+    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
+    text = "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) == "Cc" else char for char in text
+    )
+    return text if len(text) <= READABLE_NAME_CHARS else text[: READABLE_NAME_CHARS - 1] + "…"
+
+
+def resolve_upload(inbox: Path, ref: str) -> Path:
+    """The regular file that ``ref`` names directly inside ``inbox``; nothing else is accepted.
+
+    A reference comes from a run tag, which anyone who can launch runs can set: a path, a
+    name with a slash, a symlink, a folder or a device are refused with a plain reason.
+    """
+    name = os.fsdecode(unquote_to_bytes(ref))
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise UploadError(f"'{readable_name(name)}' is not the name of a file in the upload inbox")
+    path = inbox / name
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        raise UploadError(f"the upload '{readable_name(name)}' is no longer in the inbox") from None
+    if not stat.S_ISREG(mode):
+        raise UploadError(f"'{readable_name(name)}' in the upload inbox is not a regular file")
+    return path
+
+
 def is_candidate_name(name: str) -> bool:
     """Hidden files and the temporary names browsers and copy tools use are not uploads."""
     return not name.startswith((".", "~")) and not name.lower().endswith(TEMPORARY_SUFFIXES)
@@ -78,21 +129,28 @@ def scan_inbox(
     cursor: InboxCursor,
     *,
     settle_seconds: float,
+    empty_settle_seconds: float = 60.0,
     hash_budget_seconds: float = 20.0,
     now_ns: int | None = None,
 ) -> InboxScan:
     """Return the finished uploads not handled yet, oldest change first, and the new cursor.
 
-    Hashing stops once ``hash_budget_seconds`` are spent (after at least one file), so a
-    tick stays short however much arrives; the rest waits for the next scan.
+    An empty file must stay unchanged for ``empty_settle_seconds`` instead: uploaders often
+    create the file first and write it later. Hashing stops once ``hash_budget_seconds``
+    are spent (after at least one file), so a tick stays short however much arrives; the
+    rest waits for the next scan.
     """
     now_ns = time.time_ns() if now_ns is None else now_ns
-    settle_ns = int(settle_seconds * 1e9)
+    settle_ns, empty_settle_ns = int(settle_seconds * 1e9), int(empty_settle_seconds * 1e9)
     present: dict[str, int] = {}
+    empty: set[str] = set()
     with os.scandir(inbox) as entries:
         for entry in entries:
             if is_candidate_name(entry.name) and entry.is_file(follow_symlinks=False):
-                present[entry.name] = entry.stat(follow_symlinks=False).st_ctime_ns
+                info = entry.stat(follow_symlinks=False)
+                present[entry.name] = info.st_ctime_ns
+                if info.st_size == 0:
+                    empty.add(entry.name)
     pending = sorted(
         (changed, name)
         for name, changed in present.items()
@@ -106,6 +164,9 @@ def scan_inbox(
     handled = {name: changed for name, changed in cursor.handled.items() if present.get(name) == changed}
     for changed, name in pending:
         if uploads and time.monotonic() - started > hash_budget_seconds:
+            waiting.append((changed, name))
+            continue
+        if name in empty and now_ns - changed < empty_settle_ns:
             waiting.append((changed, name))
             continue
         if now_ns - changed < settle_ns:

@@ -1,8 +1,10 @@
 """Running vidpipe's sensor and asset graph in-process against a real (temporary) instance."""
 
+import uuid
+
 import dagster as dg
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
+from vidpipe.defs.assets import failure_reason, upload_tags, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -10,6 +12,8 @@ from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.validate import Limits, inspect_upload
+
+RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 
 
 class Pipeline:
@@ -23,14 +27,16 @@ class Pipeline:
         self.instance.add_dynamic_partitions(videos.name, [key])
         return key
 
-    def materialize(self, key, *, assets=None, selection=None, tags=None, raise_on_error=True):
+    def materialize(self, key, *, upload=None, inbox=None, assets=None, selection=None, tags=None, raise_on_error=True):
+        """A run as the sensor requests it for ``upload`` (its folder serves as the inbox), or a backfill."""
+        inbox = inbox or (upload.parent if upload else self.storage_root / "empty-inbox")
         return dg.materialize(
             assets or build_assets(),
             selection=selection,
             instance=self.instance,
             partition_key=key,
-            resources=self.resources,
-            tags=tags or {},
+            resources={**self.resources, "inbox": InboxResource(path=str(inbox))},
+            tags={**(upload_tags(upload.name) if upload else {}), **(tags or {})},
             raise_on_error=raise_on_error,
         )
 
@@ -40,31 +46,46 @@ class Pipeline:
         return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def upload_tags(clip):
-    return {UPLOAD_PATH_TAG: str(clip), UPLOAD_NAME_TAG: clip.name}
-
-
 def step_failures(result) -> dict[str, str]:
     """Failed step → the description of its ``Failure`` (what the UI shows)."""
     return {event.step_key: failure_reason(event) for event in result.all_events if event.is_step_failure}
 
 
 class SensorHarness:
-    """Evaluates the sensor the way the daemon does: cursor carried over, partition requests applied."""
+    """Evaluates the sensor the way the daemon does: cursor carried over, partition requests applied,
+    and a (not yet started) run created for each request whose run key has none yet."""
 
     def __init__(self, instance, inbox, settle_seconds, **inbox_settings):
         self.instance = instance
         self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
-        self.resources = {"inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings)}
+        self.resources = {
+            "inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings),
+            "storage": LocalVideoStorage(root=str(inbox.parent / "storage")),
+        }
         self.cursor = None
 
-    def tick(self) -> dg.SensorResult:
+    def tick(self, *, create_runs=True) -> dg.SensorResult:
+        """One evaluation; ``create_runs=False`` is a tick whose run creation failed (its cursor is not kept)."""
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources)
         result = self.sensor(context)
         for request in result.dynamic_partitions_requests:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        self.cursor = result.cursor
+        if create_runs:
+            for request in result.run_requests:
+                self.create_run(request)
+            self.cursor = result.cursor
         return result
+
+    def create_run(self, request: dg.RunRequest) -> None:
+        tags = {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: self.sensor.name}
+        if self.instance.get_runs(dg.RunsFilter(tags=tags), limit=1):
+            return
+        tags |= {**request.tags, "dagster/partition": request.partition_key}
+        self.instance.add_run(
+            dg.DagsterRun(
+                job_name="process_video", run_id=str(uuid.uuid4()), tags=tags, status=dg.DagsterRunStatus.NOT_STARTED
+            )
+        )
 
 
 def encode_upload(source, out_dir, rungs=None):

@@ -1,6 +1,8 @@
 """The ``vidpipe`` command as people and scripts run it."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +54,26 @@ def test_upload_copies_atomically_and_never_overwrites(tiny_clip, tmp_path):
     assert [first.stdout.strip(), second.stdout.strip()] == [str(inbox / "tiny.mp4"), str(inbox / "tiny-1.mp4")]
     assert sorted(p.name for p in inbox.iterdir()) == ["tiny-1.mp4", "tiny.mp4"]
     assert (inbox / "tiny-1.mp4").read_bytes() == tiny_clip.read_bytes()
+
+
+def test_names_that_are_not_utf8_or_very_long_get_one_line_not_a_traceback(tiny_clip, tmp_path):
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9 \xff.mp4")
+    shutil.copyfile(tiny_clip, odd)
+    done = subprocess.run([VIDPIPE, "process", odd, "--out", str(tmp_path / "out")], capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["source"]["name"] == "caf\\xe9 \\xff.mp4"
+
+    long_name = tmp_path / ("l" * 228 + ".mp4")  # 232 bytes: its temporary name would pass 255
+    shutil.copyfile(tiny_clip, long_name)
+    inbox = tmp_path / "inbox"
+    uploaded = run_vidpipe("upload", "--inbox", str(inbox), str(long_name))
+    assert (uploaded.returncode, uploaded.stdout.strip()) == (0, str(inbox / long_name.name)), uploaded.stderr
+
+    longest = tmp_path / ("l" * 250 + ".mp4")  # a second copy would be named ...-1.mp4: 256 bytes
+    shutil.copyfile(tiny_clip, longest)
+    assert run_vidpipe("upload", "--inbox", str(inbox), str(longest)).returncode == 0
+    again = run_vidpipe("upload", "--inbox", str(inbox), str(longest))
+    assert (again.returncode, again.stdout, again.stderr) == (1, "", f"error: {'l' * 199}…: File name too long\n")
+
+    missing = subprocess.run([VIDPIPE, "process", odd + b"x", "--out", str(tmp_path)], capture_output=True)
+    assert (missing.returncode, missing.stderr) == (1, f"error: no such file: {tmp_path}/caf\\xe9 \\xff.mp4x\n".encode())

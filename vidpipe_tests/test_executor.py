@@ -5,20 +5,22 @@ import shutil
 import dagster as dg
 import pytest
 
+from vidpipe.defs.assets import upload_tags
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.step_preload import instance_class_modules
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
-from vidpipe_tests.harness import upload_tags
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    """One storage root for the module: Dagster caches the job a reconstructable pointer builds."""
+def storage(tmp_path_factory, clips):
+    """One storage root for the module, the test clips' folder as inbox: Dagster caches the job a
+    reconstructable pointer builds."""
     root = tmp_path_factory.mktemp("storage")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDPIPE_STORAGE", str(root))
+        patch.setenv("VIDPIPE_INBOX", str(clips))
         yield root
 
 
@@ -38,7 +40,7 @@ def test_a_video_run_executes_its_steps_as_its_run_config_says(storage, silent_c
         result = dg.execute_job(
             dg.reconstructable(process_video_job),
             instance=instance,
-            tags={"dagster/partition": key, **upload_tags(silent_clip)},
+            tags={"dagster/partition": key, **upload_tags(silent_clip.name)},
             run_config=executor_run_config(in_one_process=in_one_process),
         )
         assert result.success

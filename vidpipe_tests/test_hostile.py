@@ -12,7 +12,7 @@ from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
+from vidpipe_tests.harness import Pipeline, step_failures
 from vidpipe_tests.media import make_clip
 
 REJECTIONS = [
@@ -67,7 +67,7 @@ def pipeline(tmp_path_factory):
 
 def process(pipeline, upload):
     key = pipeline.add(upload)
-    return key, pipeline.materialize(key, tags=upload_tags(upload), raise_on_error=False)
+    return key, pipeline.materialize(key, upload=upload, raise_on_error=False)
 
 
 def everything_written(pipeline, result) -> bytes:

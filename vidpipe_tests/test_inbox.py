@@ -1,6 +1,10 @@
+import os
 import time
 
-from vidpipe.inbox import InboxCursor, scan_inbox
+import pytest
+
+from vidpipe.inbox import InboxCursor, name_ref, readable_name, resolve_upload, scan_inbox
+from vidpipe.media.errors import UploadError
 from vidpipe.media.files import sha256_file
 
 LATER = 10**15  # a "now" far enough ahead that every file has settled
@@ -102,3 +106,74 @@ def test_hashing_stops_at_its_budget_and_the_rest_waits(tmp_path):
     assert len(first.uploads) == 1 and len(first.waiting) == 4
     rest = scan_inbox(tmp_path, first.cursor, settle_seconds=0, now_ns=time.time_ns() + LATER)
     assert sorted(u.name for u in first.uploads + rest.uploads) == [f"clip-{i}.mp4" for i in range(5)]
+
+
+def test_an_empty_file_is_not_an_upload_until_it_has_stayed_empty_much_longer(tmp_path):
+    """Uploaders often create the file, then write it: an empty file is not refused after the usual 2 s."""
+    empty = drop(tmp_path, "coming soon.mp4", b"")
+    seconds = 10**9
+    early = scan_inbox(
+        tmp_path,
+        InboxCursor(),
+        settle_seconds=2,
+        empty_settle_seconds=60,
+        now_ns=empty.stat().st_ctime_ns + 30 * seconds,
+    )
+    assert early.uploads == [] and early.waiting == ["coming soon.mp4"] and early.settled_in_seconds is None
+    late = scan_inbox(
+        tmp_path,
+        early.cursor,
+        settle_seconds=2,
+        empty_settle_seconds=60,
+        now_ns=empty.stat().st_ctime_ns + 61 * seconds,
+    )
+    assert [u.size for u in late.uploads] == [0]
+
+
+def test_an_empty_file_that_is_written_later_is_taken_once_it_settles(tmp_path):
+    path = drop(tmp_path, "coming soon.mp4", b"")
+    first = scan_inbox(
+        tmp_path, InboxCursor(), settle_seconds=2, empty_settle_seconds=60, now_ns=time.time_ns() + 5 * 10**9
+    )
+    path.write_bytes(b"the video")
+    later = scan_inbox(
+        tmp_path, first.cursor, settle_seconds=2, empty_settle_seconds=60, now_ns=time.time_ns() + 5 * 10**9
+    )
+    assert [u.sha256 for u in later.uploads] == [sha256_file(path)]
+
+
+def test_a_run_takes_only_regular_files_directly_inside_the_inbox(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    secret = tmp_path / "secret.key"
+    secret.write_text("root only")
+    (inbox / "link.mp4").symlink_to(secret)
+    (inbox / "folder.mp4").mkdir()
+    good = drop(inbox, "good clip.mp4")
+    assert resolve_upload(inbox, name_ref(good.name)) == good
+    refusals = {
+        str(secret): f"'{secret}' is not the name of a file in the upload inbox",
+        "../secret.key": "'../secret.key' is not the name of a file in the upload inbox",
+        "%2E%2E%2Fsecret.key": "'../secret.key' is not the name of a file in the upload inbox",
+        "..": "'..' is not the name of a file in the upload inbox",
+        "link.mp4": "'link.mp4' in the upload inbox is not a regular file",
+        "folder.mp4": "'folder.mp4' in the upload inbox is not a regular file",
+        "gone.mp4": "the upload 'gone.mp4' is no longer in the inbox",
+    }
+    for ref, message in refusals.items():
+        with pytest.raises(UploadError) as err:
+            resolve_upload(inbox, ref)
+        assert err.value.message == message
+
+
+def test_any_name_survives_the_trip_through_a_run_tag(tmp_path):
+    for raw in [b"plain.mp4", b"My Holiday (1).mp4", b"caf\xc3\xa9.mov", b"not utf-8 \xff.mp4", b"new\nline%20.mp4"]:
+        name = os.fsdecode(raw)
+        ref = name_ref(name)
+        assert ref.isascii() and ref.isprintable()
+        with open(os.path.join(os.fsencode(tmp_path), raw), "wb"):
+            pass
+        assert os.fsencode(resolve_upload(tmp_path, ref).name) == raw
+    assert name_ref("My Holiday (1).mp4") == "My Holiday (1).mp4"
+    assert readable_name(os.fsdecode(b"bad \xff\nname.mp4")) == "bad \\xff\\nname.mp4"
+    assert readable_name("x" * 300).endswith("…") and len(readable_name("x" * 300)) == 200

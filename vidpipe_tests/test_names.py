@@ -6,10 +6,12 @@ import shutil
 import dagster as dg
 import pytest
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, videos
+from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import LocalVideoStorage
+from vidpipe.inbox import readable_name, resolve_upload
+from vidpipe.media.errors import InvalidVideoKeyError
 from vidpipe.media.keys import is_partition_key
-from vidpipe_tests.harness import Pipeline, SensorHarness, upload_tags
+from vidpipe_tests.harness import Pipeline, SensorHarness
 
 HOSTILE_NAMES = [
     "my holiday clip.mp4",
@@ -35,7 +37,9 @@ def test_hostile_names_get_safe_partition_keys_and_keep_their_real_name(instance
     for i, name in enumerate(HOSTILE_NAMES):
         (inbox / name).write_bytes(f"content {i}".encode())
     requests = SensorHarness(instance, inbox, settle_seconds=0).tick().run_requests
-    assert sorted(r.tags[UPLOAD_NAME_TAG] for r in requests) == sorted(HOSTILE_NAMES)
+    files = {resolve_upload(inbox, r.tags[UPLOAD_FILE_TAG]).name: r.tags[UPLOAD_NAME_TAG] for r in requests}
+    assert files == {name: readable_name(name) for name in HOSTILE_NAMES}
+    assert all(tag.isascii() and tag.isprintable() for r in requests for tag in [r.tags[UPLOAD_FILE_TAG]])
     keys = [r.partition_key for r in requests]
     assert len(set(keys)) == len(HOSTILE_NAMES)
     assert all(is_partition_key(key) and len(key) <= 61 for key in keys), keys
@@ -48,17 +52,18 @@ def test_a_hostile_name_is_processed_inside_the_storage_root(tmp_path, tiny_clip
     with dg.instance_for_test() as instance:
         pipeline = Pipeline(instance, root)
         key = pipeline.add(upload)
-        assert pipeline.materialize(key, tags=upload_tags(upload)).success
+        assert pipeline.materialize(key, upload=upload).success
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != upload and tiny_clip != p]
     assert written and all(root in p.parents for p in written)
-    assert json.loads((root / key / "source.json").read_text())["name"] == upload.name
-    assert json.loads((root / key / "manifest.json").read_text())["source"]["name"] == upload.name
+    record = json.loads((root / key / "source.json").read_text())
+    assert record["name"] == "new\\nline -rf $(id) '..'.mp4" and resolve_upload(tmp_path, record["name_ref"]) == upload
+    assert json.loads((root / key / "manifest.json").read_text())["source"]["name"] == record["name"]
 
 
 def test_storage_refuses_keys_that_could_leave_its_root(tmp_path):
     storage = LocalVideoStorage(root=str(tmp_path))
     for key in ["../escape-0123456789ab", "/etc-0123456789ab", "a/b-0123456789ab", ""]:
-        with pytest.raises(ValueError, match="not a vidpipe partition key"):
+        with pytest.raises(InvalidVideoKeyError, match="is not a video key"):
             storage.output_dir(key)
 
 

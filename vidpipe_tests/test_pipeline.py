@@ -9,13 +9,12 @@ import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from vidpipe.defs.assets import UPLOAD_PATH_TAG
 from vidpipe.definitions import build_assets
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
 from vidpipe_tests.media import stream
-from vidpipe_tests.harness import Pipeline, step_failures, upload_tags
+from vidpipe_tests.harness import Pipeline, step_failures
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
 
@@ -29,7 +28,7 @@ def pipeline(tmp_path_factory):
 @pytest.fixture(scope="module")
 def phone_video(pipeline, phone_clip):
     key = pipeline.add(phone_clip)
-    result = pipeline.materialize(key, tags=upload_tags(phone_clip))
+    result = pipeline.materialize(key, upload=phone_clip)
     return key, result
 
 
@@ -69,8 +68,13 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
         ("webp", 320, 569),
     }
     assert all((video_dir / t["path"]).is_file() for t in manifest["thumbnails"])
+    # The public manifest names files relative to itself; the exact command stays private.
     argv = manifest["ffmpeg"]["argv"]
-    assert argv[0] == "ffmpeg" and str(video_dir / "source.mov") in argv
+    assert argv[0] == "ffmpeg" and "source.mov" in argv
+    assert {r["path"] for r in manifest["renditions"]} <= set(argv)
+    assert not [arg for arg in argv if "/tmp" in arg or arg.startswith("/")]
+    exact = json.loads((video_dir / "encode.json").read_text())["argv"]
+    assert str(video_dir / "source.mov") in exact and len(exact) == len(argv)
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
     [check] = result.get_asset_check_evaluations()
@@ -127,9 +131,10 @@ def test_a_backfill_reuses_the_stored_original(pipeline, phone_video):
 
 def test_a_partition_without_upload_or_stored_original_fails_with_a_clear_message(pipeline, landscape_clip):
     key = pipeline.add(landscape_clip)
-    result = pipeline.materialize(key, tags={UPLOAD_PATH_TAG: "/nonexistent/clip.mp4"}, raise_on_error=False)
+    result = pipeline.materialize(key, raise_on_error=False)
     assert step_failures(result) == {
-        "source_video": f"no stored original for {key} and the upload /nonexistent/clip.mp4 is gone"
+        "source_video": f"video {key} has no stored original and no upload recorded for it: "
+        "drop the file into the inbox again"
     }
 
 
@@ -137,7 +142,7 @@ def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(t
     with dg.instance_for_test() as instance:
         pipeline = Pipeline(instance, tmp_path)
         key = pipeline.add(silent_clip)
-        pipeline.materialize(key, tags=upload_tags(silent_clip))
+        pipeline.materialize(key, upload=silent_clip)
         renditions = tmp_path / key / "renditions"
         before = {p.name: p.stat().st_ino for p in renditions.iterdir()}
 

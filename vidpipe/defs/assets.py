@@ -1,5 +1,6 @@
 """Assets: the upload taken into storage, its renditions, its thumbnail and its manifest."""
 
+import errno
 import json
 import time
 import warnings
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from vidpipe.defs.resources import FFmpegResource, VideoStorage
+from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
+from vidpipe.inbox import name_ref, readable_name
 from vidpipe.media.encoder import Progress
-from vidpipe.media.errors import InvalidMediaError, UploadError, VidpipeError
+from vidpipe.media.errors import InvalidMediaError, StorageFullError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
 from vidpipe.media.ladder import Rung, plan_ladder
 from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems
@@ -26,8 +28,18 @@ warnings.filterwarnings(
     "ignore", category=dg.PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec"
 )
 
-UPLOAD_PATH_TAG = "vidpipe/upload_path"
+UPLOAD_FILE_TAG = "vidpipe/upload_file"
+"""The upload's exact name in the inbox, percent-encoded (``inbox.name_ref``): a run reads nothing else."""
 UPLOAD_NAME_TAG = "vidpipe/upload_name"
+"""The upload's name for people (``inbox.readable_name``)."""
+PARTITION_TAG = "dagster/partition"
+
+
+def upload_tags(name: str) -> dict[str, str]:
+    """The tags of a run that takes the inbox file ``name``: printable ASCII whatever bytes the name has."""
+    return {UPLOAD_FILE_TAG: name_ref(name), UPLOAD_NAME_TAG: readable_name(name)}
+
+
 MANIFEST_CHECK = "manifest_outputs_complete"
 THUMBNAIL_CODE_VERSION = "1"
 MANIFEST_CODE_VERSION = "1"
@@ -36,16 +48,24 @@ TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EX
 
 
 @contextmanager
-def failures_for_people(context: dg.AssetExecutionContext, storage: VideoStorage, key: str) -> Iterator[None]:
+def failures_for_people(
+    context: dg.AssetExecutionContext, storage: VideoStorage, key: str, making: str
+) -> Iterator[None]:
     """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
 
     Errors about the input itself are final (``allow_retries=False``): they leave a
     ``rejection.json`` beside the kept original and an observation of ``source_video``
-    saying why, on the asset's Events tab. A killed or timed-out ffmpeg goes through the
-    retry policy.
+    saying why, on the asset's Events tab. A full disk is final for this run too (an
+    immediate retry would fail the same way) and said plainly; the video can be re-run
+    once there is space. A killed or timed-out ffmpeg goes through the retry policy.
     """
     try:
-        yield
+        try:
+            yield
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFullError(f"no space left in storage while writing {making}", path=err.filename) from err
     except VidpipeError as err:
         if isinstance(err, InvalidMediaError):
             storage.record_rejection(key, err)
@@ -74,27 +94,24 @@ def rendition_key(rung: Rung) -> dg.AssetKey:
 
 
 @dg.asset(partitions_def=videos, group_name="ingest", code_version="1", retry_policy=TRANSIENT_RETRIES)
-def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource) -> dg.Output:
+def source_video(
+    context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource, inbox: InboxResource
+) -> dg.Output:
     """The upload, copied into immutable storage, probed and validated.
 
     The validation gate refuses hostile, broken and oversized uploads before any encode;
     the original is kept, with a ``rejection.json`` saying why.
 
-    A run started by the upload sensor names the inbox file in its tags; a backfill
-    reuses the original already in storage.
+    The upload is taken only from the inbox, by the name the upload sensor put in the
+    run's tags; a run without that tag (a backfill, a re-run) reuses the original already
+    in storage, or else the upload named by the latest earlier run of the same video.
     """
     key = context.partition_key
-    with failures_for_people(context, storage, key):
+    with failures_for_people(context, storage, key, making="the original"):
         stored = storage.stored_original(key)
         if stored is None:
-            upload = context.run.tags.get(UPLOAD_PATH_TAG)
-            if not upload or not Path(upload).is_file():
-                raise UploadError(
-                    f"no stored original for {key} and the upload {upload or '(not recorded)'} is gone",
-                    path=upload,
-                )
-            name = context.run.tags.get(UPLOAD_NAME_TAG) or Path(upload).name
-            stored = storage.store_original(key, Path(upload), name)
+            file_ref, name = _upload_of(context, key)
+            stored = storage.store_original(key, inbox.resolve(file_ref), name, file_ref)
         info = ffmpeg.inspect(stored.path)
     storage.clear_rejection(key)
     source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, path=stored.path, info=info)
@@ -102,10 +119,23 @@ def source_video(context: dg.AssetExecutionContext, storage: VideoStorage, ffmpe
         source,
         metadata={
             "original_name": stored.name,
+            "original_name_ref": stored.name_ref,
             "sha256": stored.sha256,
             "stored_at": dg.MetadataValue.path(str(stored.path)),
             **info.as_metadata(),
         },
+    )
+
+
+def _upload_of(context: dg.AssetExecutionContext, key: str) -> tuple[str, str]:
+    """The inbox name (percent-encoded) and readable name of ``key``'s upload, from this run's tags
+    or, for a backfill, from the newest earlier run of the same video that has them."""
+    runs = [context.run, *context.instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: key}), limit=100)]
+    for run in runs:
+        if UPLOAD_FILE_TAG in run.tags:
+            return run.tags[UPLOAD_FILE_TAG], run.tags.get(UPLOAD_NAME_TAG, run.tags[UPLOAD_FILE_TAG])
+    raise UploadError(
+        f"video {key} has no stored original and no upload recorded for it: drop the file into the inbox again"
     )
 
 
@@ -142,8 +172,9 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         plan = plan_ladder(source_video.info, ladder)
         planned = [p for p in plan.renditions if p.rung in selected]
         argv: list[str] = []
+        public_argv: list[str] = []
         outputs = {}
-        with failures_for_people(context, storage, source_video.key):
+        with failures_for_people(context, storage, source_video.key, making="the renditions"):
             if planned:
                 out_dir = storage.output_dir(source_video.key, "renditions")
                 context.log.info(
@@ -151,9 +182,11 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                     + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
                     + " in one ffmpeg run"
                 )
-                argv, outputs = ffmpeg.encode(
+                command, outputs = ffmpeg.encode(
                     source_video.path, source_video.info, planned, out_dir, on_progress=_progress_logger(context)
                 )
+                argv, public_argv = command.argv, command.argv_relative_to(storage.output_dir(source_video.key))
+                storage.record_encode(source_video.key, argv)
             # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
             with ThreadPoolExecutor(max_workers=4) as pool:
                 described = dict(zip(outputs, pool.map(ffmpeg.probe, outputs.values())))
@@ -170,7 +203,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                     path=outputs[rung.name],
                     container=rung.format.container,
                     info=info,
-                    argv=tuple(argv),
+                    argv=tuple(public_argv),
                 ),
                 output_name=rung.name,
                 metadata={
@@ -209,9 +242,9 @@ def thumbnail(
     context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
 ) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
-    with failures_for_people(context, storage, source_video.key):
+    with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
         frame = ffmpeg.poster(source_video.path, source_video.info)
-    files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
+        files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
     return dg.Output(
         files,
         metadata={

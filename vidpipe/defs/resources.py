@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image
 
-from vidpipe.inbox import InboxCursor, InboxScan, scan_inbox
-from vidpipe.media.encoder import Progress, build_encode_command, run_encode
-from vidpipe.media.errors import VidpipeError
+from vidpipe.inbox import InboxCursor, InboxScan, resolve_upload, scan_inbox
+from vidpipe.media.encoder import EncodeCommand, Progress, build_encode_command, run_encode
+from vidpipe.media.errors import InvalidVideoKeyError, VidpipeError
 from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_temporaries, write_atomically
 from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
@@ -24,6 +24,7 @@ from vidpipe.media.thumbnail import read_poster
 from vidpipe.media.validate import Limits, inspect_upload
 
 REJECTION_FILE = "rejection.json"
+ENCODE_RECORD_FILE = "encode.json"
 FAILED_RUNS_FILE = "failed_runs.jsonl"
 
 
@@ -35,6 +36,9 @@ def _now() -> str:
 class StoredOriginal:
     path: Path
     name: str
+    """The upload's name for people (see ``inbox.readable_name``)."""
+    name_ref: str
+    """The upload's exact name in the inbox, percent-encoded (see ``inbox.name_ref``)."""
     sha256: str
 
 
@@ -46,7 +50,7 @@ class VideoStorage(dg.ConfigurableResource):
     """
 
     @abstractmethod
-    def store_original(self, key: str, upload: Path, name: str) -> StoredOriginal:
+    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
         """Copy an upload into immutable storage; refuse it if its content no longer matches ``key``."""
 
     @abstractmethod
@@ -62,8 +66,16 @@ class VideoStorage(dg.ConfigurableResource):
         """Keep why ``key``'s upload was refused, next to its original."""
 
     @abstractmethod
+    def rejection_reason(self, key: str) -> str | None:
+        """Why ``key``'s upload was refused, if it was."""
+
+    @abstractmethod
     def clear_rejection(self, key: str) -> None:
         """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
+
+    @abstractmethod
+    def record_encode(self, key: str, argv: list[str]) -> None:
+        """Keep the exact ffmpeg command of ``key``'s renditions next to its original (private, never published)."""
 
     @abstractmethod
     def record_failed_run(self, entry: dict) -> None:
@@ -77,23 +89,31 @@ class LocalVideoStorage(VideoStorage):
 
     def video_dir(self, key: str) -> Path:
         if not is_partition_key(key):
-            raise ValueError(f"not a vidpipe partition key: {key!r}")
+            raise InvalidVideoKeyError(
+                f"{json.dumps(key)} is not a video key: vidpipe's keys are a name and a 12-digit content hash, "
+                "like holiday-0123456789ab"
+            )
         return Path(self.root) / key
 
-    def store_original(self, key: str, upload: Path, name: str) -> StoredOriginal:
+    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
         extension = re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin"
         target = self.video_dir(key) / f"source.{extension}"
         sha256 = copy_atomically_with_sha256(upload, target, expected_sha256_prefix=content_hash_of(key))
-        record = {"name": name, "sha256": sha256, "file": target.name}
+        record = {"name": name, "name_ref": name_ref, "sha256": sha256, "file": target.name}
         write_atomically(self.video_dir(key) / "source.json", json.dumps(record, indent=2).encode())
-        return StoredOriginal(path=target, name=name, sha256=sha256)
+        return StoredOriginal(path=target, name=name, name_ref=name_ref, sha256=sha256)
 
     def stored_original(self, key: str) -> StoredOriginal | None:
         record_path = self.video_dir(key) / "source.json"
         if not record_path.exists():
             return None
         record = json.loads(record_path.read_text())
-        return StoredOriginal(path=self.video_dir(key) / record["file"], name=record["name"], sha256=record["sha256"])
+        return StoredOriginal(
+            path=self.video_dir(key) / record["file"],
+            name=record["name"],
+            name_ref=record.get("name_ref", ""),  # absent from records written before it was kept
+            sha256=record["sha256"],
+        )
 
     def output_dir(self, key: str, kind: str = "") -> Path:
         """Created on demand; temporary files left by a killed writer are cleared first."""
@@ -115,8 +135,18 @@ class LocalVideoStorage(VideoStorage):
         }
         write_atomically(self.output_dir(key) / REJECTION_FILE, json.dumps(record, indent=2).encode())
 
+    def rejection_reason(self, key: str) -> str | None:
+        try:
+            return json.loads((self.video_dir(key) / REJECTION_FILE).read_text())["reason"]
+        except FileNotFoundError:
+            return None
+
     def clear_rejection(self, key: str) -> None:
         (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)
+
+    def record_encode(self, key: str, argv: list[str]) -> None:
+        record = {"video": key, "encoded_at": _now(), "argv": argv}
+        write_atomically(self.video_dir(key) / ENCODE_RECORD_FILE, json.dumps(record, indent=2).encode())
 
     def record_failed_run(self, entry: dict) -> None:
         """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
@@ -158,8 +188,8 @@ class FFmpegResource(dg.ConfigurableResource):
         plans: list[PlannedRendition],
         out_dir: Path,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> tuple[list[str], dict[str, Path]]:
-        """Encode every plan in one ffmpeg process; return its argv and the published files."""
+    ) -> tuple[EncodeCommand, dict[str, Path]]:
+        """Encode every plan in one ffmpeg process; return its command and the published files."""
         command = build_encode_command(
             source, info, plans, out_dir, ffmpeg_bin=self.ffmpeg_path, threads=self.threads, max_pixels=self.max_pixels
         )
@@ -171,7 +201,7 @@ class FFmpegResource(dg.ConfigurableResource):
             on_progress=on_progress,
             subject=str(source),
         )
-        return command.argv, outputs
+        return command, outputs
 
     def poster(self, source: Path, info: VideoInfo) -> Image.Image:
         return read_poster(
@@ -180,10 +210,12 @@ class FFmpegResource(dg.ConfigurableResource):
 
 
 class InboxResource(dg.ConfigurableResource):
-    """The upload folder the sensor watches."""
+    """The upload folder the sensor watches, and the only place runs take uploads from."""
 
     path: str
     settle_seconds: float = 2.0
+    empty_settle_seconds: float = 60.0
+    """An empty file is not an upload until it has stayed empty this long (it may be written later)."""
     hash_budget_seconds: float = 20.0
     one_process_below_bytes: int = 32 * 2**20
     """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
@@ -192,5 +224,13 @@ class InboxResource(dg.ConfigurableResource):
         inbox = Path(self.path)
         inbox.mkdir(parents=True, exist_ok=True)
         return scan_inbox(
-            inbox, cursor, settle_seconds=self.settle_seconds, hash_budget_seconds=self.hash_budget_seconds
+            inbox,
+            cursor,
+            settle_seconds=self.settle_seconds,
+            empty_settle_seconds=self.empty_settle_seconds,
+            hash_budget_seconds=self.hash_budget_seconds,
         )
+
+    def resolve(self, name_ref: str) -> Path:
+        """The inbox file a run's upload tag names; nothing outside the inbox (see ``inbox.resolve_upload``)."""
+        return resolve_upload(Path(self.path), name_ref)

@@ -1,28 +1,44 @@
 """The upload sensor: one partition and one run per new video in the inbox."""
 
+import shlex
 import time
 
 import dagster as dg
 
-from vidpipe.defs.assets import UPLOAD_NAME_TAG, UPLOAD_PATH_TAG, failure_reason, videos
+from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, videos
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.resources import InboxResource, VideoStorage
-from vidpipe.inbox import InboxCursor
+from vidpipe.inbox import InboxCursor, Upload
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
 
 DAEMON_LOOP_SECONDS = 5
 """How often the sensor daemon evaluates sensors (Dagster's ``MIN_INTERVAL_LOOP_TIME``)."""
+
+TAKEN_RUN_STATUSES = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.SUCCESS,
+]
+"""A video with a run in one of these states is taken care of; failed and canceled runs are not."""
 
 
 def build_upload_sensor(job) -> dg.SensorDefinition:
     # Below the daemon's loop time, so the sensor runs on every loop: with exactly 5 s the
     # elapsed time sometimes came out at 4.99 s and the evaluation waited for the next loop.
     @dg.sensor(job=job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
-    def upload_sensor(context: dg.SensorEvaluationContext, inbox: InboxResource) -> dg.SensorResult:
-        """Adds a partition and requests a run for every finished, never-seen upload.
+    def upload_sensor(
+        context: dg.SensorEvaluationContext, inbox: InboxResource, storage: VideoStorage
+    ) -> dg.SensorResult:
+        """Adds a partition and requests a run for every finished upload whose content is not yet taken care of.
 
-        The content hash is the run key and part of the partition key, so the same bytes
-        uploaded twice (under any name) are processed once.
+        Content is taken care of once a run for its video is queued, running or succeeded, or
+        its upload was refused (a recorded rejection). A partition alone proves nothing: if
+        the run could not be created, the next evaluation requests it again. The same bytes
+        uploaded again under any name while the first copy is taken care of start nothing; a
+        re-upload of a video whose runs all failed (a full disk, a crash) starts a new run.
         """
         scan = inbox.scan(InboxCursor.from_json(context.cursor))
         if scan.settled_in_seconds is not None and scan.settled_in_seconds < DAEMON_LOOP_SECONDS:
@@ -30,29 +46,29 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
             time.sleep(max(scan.settled_in_seconds, 0))
             scan = scan.then(inbox.scan(scan.cursor))
         for name, reason in scan.unreadable.items():
-            context.log.warning(f"cannot read {name!r} in the inbox: {reason}")
+            context.log.warning(f"cannot read '{name}' in the inbox: {reason}")
         if scan.waiting:
             context.log.info(f"{len(scan.waiting)} upload(s) still being written or queued for the next tick")
         requests: list[dg.RunRequest] = []
         new_keys: list[str] = []
         if scan.uploads:
             known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(videos.name)}
+            taken = _videos_with_runs(
+                context.instance, [known[u.sha256[:HASH_CHARS]] for u in scan.uploads if u.sha256[:HASH_CHARS] in known]
+            )
             for upload in scan.uploads:
-                short_hash = upload.sha256[:HASH_CHARS]
-                if short_hash in known:
-                    context.log.info(f"{upload.name!r} has the same content as video {known[short_hash]}; skipped")
-                    continue
-                key = partition_key(upload.name, upload.sha256)
-                known[short_hash] = key
-                new_keys.append(key)
-                requests.append(
-                    dg.RunRequest(
-                        run_key=upload.sha256,
-                        partition_key=key,
-                        tags={UPLOAD_PATH_TAG: str(upload.path), UPLOAD_NAME_TAG: upload.name},
-                        run_config=executor_run_config(in_one_process=upload.size < inbox.one_process_below_bytes),
+                key = known.get(upload.sha256[:HASH_CHARS])
+                if key is None:
+                    key = known[upload.sha256[:HASH_CHARS]] = partition_key(upload.name, upload.sha256)
+                    new_keys.append(key)
+                reason = taken.get(key) or storage.rejection_reason(key)
+                if reason:
+                    context.log.info(
+                        f"'{upload.readable_name}' is video {key}, already taken care of ({reason}); skipped"
                     )
-                )
+                    continue
+                taken[key] = "requested in this evaluation"
+                requests.append(_run_request(upload, key, inbox))
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
@@ -60,6 +76,29 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         )
 
     return upload_sensor
+
+
+def _videos_with_runs(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, str]:
+    """Video key → the run that takes care of it, for those of ``keys`` that have one."""
+    if not keys:
+        return {}
+    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: keys}, statuses=TAKEN_RUN_STATUSES))
+    return {
+        record.dagster_run.tags[PARTITION_TAG]: f"run {record.dagster_run.run_id} is {record.dagster_run.status.value}"
+        for record in records
+    }
+
+
+def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunRequest:
+    """The run key names this very file version: requested again after a failed evaluation it
+    is not run twice, while a re-upload of the same bytes gets a run of its own.
+    """
+    return dg.RunRequest(
+        run_key=f"{upload.sha256}-{upload.changed_ns}",
+        partition_key=key,
+        tags=upload_tags(upload.name),
+        run_config=executor_run_config(in_one_process=upload.size < inbox.one_process_below_bytes),
+    )
 
 
 @dg.run_failure_sensor(name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING)
@@ -78,7 +117,7 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
             "job": context.dagster_run.job_name,
             "video": video,
             "reason": reason,
-            "rerun": f"dagster job backfill -w workspace.yaml -j process_video --partitions {video} --noprompt"
+            "rerun": f"dagster job backfill -w workspace.yaml -j process_video --partitions {shlex.quote(video)} --noprompt"
             if video
             else None,
         }

@@ -11,13 +11,14 @@ import ffmpeg
 
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
-from vidpipe.media.errors import InvalidMediaError, ToolFailedError
+from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError
 from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
 from vidpipe.media.tools import run_tool
 from vidpipe.media.validate import Limits, clock
 
 # -xerror: a decode error stops ffmpeg instead of being papered over (it exits 0 otherwise).
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-xerror", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
+DISK_FULL_MARKER = "No space left on device"
 _CORRUPTION_MARKERS = ("corrupt decoded frame", "corrupt input packet", "error while decoding", "Invalid NAL unit")
 SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
@@ -41,9 +42,22 @@ class Progress:
 
 @dataclass(frozen=True)
 class EncodeCommand:
+    source: Path
     argv: list[str]
     temporary_outputs: dict[str, Path]
     final_outputs: dict[str, Path]
+
+    def argv_relative_to(self, base: Path) -> list[str]:
+        """The command as it can be published: the program's name, and the source and outputs
+        relative to ``base`` (outputs under their final names), so no server path shows."""
+        paths = {os.fspath(self.source): self.source}
+        paths.update(
+            {os.fspath(temporary): self.final_outputs[name] for name, temporary in self.temporary_outputs.items()}
+        )
+        return [
+            os.path.basename(self.argv[0]),
+            *(Path(os.path.relpath(paths[arg], base)).as_posix() if arg in paths else arg for arg in self.argv[1:]),
+        ]
 
 
 def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels):
@@ -112,7 +126,7 @@ def build_encode_command(
         options = _output_options(plan, threads, tone_mapped=info.is_hdr)
         outputs.append(ffmpeg.output(*inputs, os.fspath(temporary[plan.rung.name]), **options))
     argv = [ffmpeg_bin, *GLOBAL_ARGS, *ffmpeg.merge_outputs(*outputs).get_args()]
-    return EncodeCommand(argv=argv, temporary_outputs=temporary, final_outputs=final)
+    return EncodeCommand(source=source, argv=argv, temporary_outputs=temporary, final_outputs=final)
 
 
 def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> dict[str, object]:
@@ -188,6 +202,12 @@ def run_encode(
         try:
             run_tool(command.argv, timeout=timeout, on_stdout_line=parser.feed, subject=subject)
         except ToolFailedError as err:
+            if any(DISK_FULL_MARKER in line for line in err.stderr_tail):
+                raise StorageFullError(
+                    "no space left in storage while writing the renditions",
+                    path=subject,
+                    stderr_tail=err.stderr_tail,
+                ) from err
             if err.retryable or not any(m in line for line in err.stderr_tail for m in _CORRUPTION_MARKERS):
                 raise
             raise InvalidMediaError(

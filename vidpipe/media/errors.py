@@ -56,3 +56,11 @@ class ToolMissingError(VidpipeError):
 
 class UploadError(VidpipeError):
     """The uploaded file is gone or its content changed since it was seen."""
+
+
+class StorageFullError(VidpipeError):
+    """No space left where outputs are written: not the upload's fault, and not worth an immediate retry."""
+
+
+class InvalidVideoKeyError(VidpipeError):
+    """A partition key vidpipe did not make (typed by hand or sent through the API)."""

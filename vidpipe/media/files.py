@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 from vidpipe.media.errors import UploadError
@@ -16,9 +18,18 @@ HASH_CHUNK = 1 << 20
 _TEMPORARY_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?$")
 
 
+MAX_NAME_BYTES = 255
+
+
 def temporary_sibling(final: Path) -> Path:
-    """A hidden, unique name next to ``final`` that keeps its extension and names its writer's pid."""
-    return final.with_name(f".{final.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{final.suffix}")
+    """A hidden, unique name next to ``final`` that keeps its extension and names its writer's pid.
+
+    The stem is shortened when needed so the name fits the file system's 255-byte limit.
+    """
+    marker = f".{os.getpid()}-{secrets.token_hex(4)}.partial{final.suffix}"
+    room = MAX_NAME_BYTES - 1 - len(os.fsencode(marker))
+    stem = os.fsencode(final.stem)[: max(room, 0)]
+    return final.with_name(f".{os.fsdecode(stem)}{marker}")
 
 
 def remove_orphaned_temporaries(directory: Path) -> list[Path]:
@@ -77,23 +88,35 @@ def sha256_file(path: Path) -> str:
 
 
 def copy_atomically_with_sha256(source: Path, final: Path, *, expected_sha256_prefix: str = "") -> str:
-    """Copy ``source`` to ``final`` (temporary name, then rename), hashing while copying.
+    """Copy the regular file ``source`` to ``final`` (temporary name, then rename), hashing while copying.
 
-    The copy is published only if its hash starts with ``expected_sha256_prefix``.
+    A symlink or anything but a regular file is refused, and the copy never gets wider
+    permissions than the source (a 0600 upload is stored as 0600). The copy is published
+    only if its hash starts with ``expected_sha256_prefix``; the refusal does not say
+    what the hash was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_sibling(final)
     digest = hashlib.sha256()
     try:
-        with open(source, "rb") as src, open(temporary, "wb") as dst:
-            while chunk := src.read(HASH_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
+        source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UploadError("the upload is a symbolic link, not a file", path=str(source)) from None
+        raise
+    try:
+        with open(source_fd, "rb") as src:
+            mode = os.fstat(src.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise UploadError("the upload is not a regular file", path=str(source))
+            target_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode) & 0o666)
+            with open(target_fd, "wb") as dst:
+                while chunk := src.read(HASH_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
         if not digest.hexdigest().startswith(expected_sha256_prefix):
             raise UploadError(
-                f"the upload changed after it was seen (sha256 {digest.hexdigest()[:12]}, "
-                f"expected {expected_sha256_prefix})",
-                path=str(source),
+                "the upload changed after it was seen: its content is not what was uploaded", path=str(source)
             )
         publish(temporary, final)
     finally:

@@ -25,7 +25,8 @@ class SourceVideo:
 
 @dataclass(frozen=True)
 class RenditionFile:
-    """One encoded rendition as ffprobe sees it, and the command that produced it."""
+    """One encoded rendition as ffprobe sees it, and the command that produced it (paths relative to the
+    video's folder: the manifest is public)."""
 
     name: str
     path: Path
