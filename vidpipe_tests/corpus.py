@@ -191,3 +191,67 @@ def subtitles_only(folder: Path) -> Path:
     path = folder / "captions.mkv"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(srt), "-c:s", "srt", str(path)], check=True)
     return path
+
+
+# --- ordinary files from real cameras and tools that headers describe oddly -------------------
+
+
+def millisecond_flv(folder: Path) -> Path:
+    """FLV with millisecond timestamps: ffprobe reports an average of 1000 frames per second."""
+    return _lavfi(
+        folder / "stream.flv", "testsrc2=size=320x240:rate=60:duration=1",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-fps_mode", "vfr", "-r", "1000", "-c:a", "aac",
+        audio="sine=duration=1",
+    )  # fmt: skip
+
+
+def fragmented_mp4_of_unknown_duration(folder: Path) -> Path:
+    """1 s of fragmented MP4 whose track header says 2**32 - 1 ticks, a live packager's "unknown": 39 hours."""
+    path = _lavfi(
+        folder / "live.mp4", "testsrc2=size=320x240:rate=30:duration=1",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-video_track_timescale", "30000",
+        "-movflags", "frag_keyframe+empty_moov",
+        audio="sine=duration=1",
+    )  # fmt: skip
+    data = bytearray(path.read_bytes())
+    media_header = data.find(b"mdhd")  # the video track's: version 0, then 4 bytes each of flags…timescale
+    data[media_header + 20 : media_header + 24] = struct.pack(">I", 0xFFFFFFFF)
+    return _file(path, bytes(data))
+
+
+def few_frames_ffv1(folder: Path) -> Path:
+    """Three lossless frames over 0.7 s in Matroska, whose track says 30 frames per second."""
+    return _lavfi(
+        folder / "lossless.mkv", "testsrc2=size=320x240:rate=3:duration=1",
+        "-c:v", "ffv1", "-r", "30", "-fps_mode", "passthrough",
+    )  # fmt: skip
+
+
+def truncated_mkv(folder: Path) -> Path:
+    """A Matroska upload cut at a quarter: its header still says 3 s."""
+    whole = _lavfi(folder / "whole.mkv", "testsrc2=size=320x240:rate=30:duration=3", "-c:v", "libx264")
+    return _file(folder / "cut.mkv", whole.read_bytes()[: whole.stat().st_size // 4])
+
+
+def truncated_audiobook(folder: Path) -> Path:
+    """An AAC audiobook (index first) cut at a quarter."""
+    whole = _lavfi(folder / "book.m4b", "sine=duration=4", "-c:a", "aac", "-movflags", "+faststart")
+    return _file(folder / "cut.m4b", whole.read_bytes()[: whole.stat().st_size // 4])
+
+
+def vvc_mp4(folder: Path) -> Path:
+    """An MP4 whose video is H.266/VVC (sample entry ``vvc1``), which this ffmpeg cannot decode."""
+    path = make_clip(folder / "h266.mp4", size="320x240", seconds=1, audio=False)
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"avc1", data.find(b"stsd"))
+    data[entry : entry + 4] = b"vvc1"
+    return _file(path, bytes(data))
+
+
+def undecodable_audio(folder: Path) -> Path:
+    """Matroska with good video and an audio track in a format no decoder knows (``A_ZZZ``)."""
+    path = make_clip(folder / "odd-audio.mkv", size="320x240", seconds=1)
+    data = bytearray(path.read_bytes())
+    codec = data.find(b"A_AAC")
+    data[codec : codec + 5] = b"A_ZZZ"
+    return _file(path, bytes(data))

@@ -24,7 +24,6 @@ REJECTIONS = [
     (corpus.zero_bytes, "not a video: the file is empty"),
     (corpus.text_as_mov, "not a video: the file is text"),
     (corpus.png_as_mp4, "not a video: the file is a still image (png)"),
-    (corpus.lying_duration, "the file holds 1.0 s of video but its header claims 03:00:00 (truncated or corrupt upload)"),
     (corpus.subtitles_only, "not a video: the file has no video or audio stream"),
 ]  # fmt: skip
 

@@ -49,6 +49,8 @@ class VideoInfo:
     audio_channels: int | None
     bit_rate: int | None
     size_bytes: int
+    ignored_streams: tuple[str, ...] = ()
+    """Why streams a player might have used are left out (no decoder for their format)."""
 
     @property
     def demuxer(self) -> str:
@@ -60,10 +62,11 @@ class VideoInfo:
         """The rate to show frames at.
 
         The nominal rate when it is plausible (variable-rate phone video has a nominal
-        rate at or above its average), else the average rate.
+        rate at or somewhat above its average), else the average rate: a nominal rate of
+        more than 1.5 times the average is a guess from jittery timestamps, not the video's.
         """
         nominal, average = self.nominal_frame_rate, self.avg_frame_rate
-        if nominal and nominal <= 240 and (not average or nominal >= average * Fraction(99, 100)):
+        if nominal and nominal <= 240 and (not average or average * Fraction(99, 100) <= nominal <= average * 3 / 2):
             return nominal
         return average or nominal
 
@@ -122,6 +125,7 @@ class VideoInfo:
             "audio_channels": self.audio_channels,
             "bit_rate": self.bit_rate,
             "bytes": self.size_bytes,
+            **({"ignored_streams": "; ".join(self.ignored_streams)} if self.ignored_streams else {}),
         }
 
 
@@ -153,8 +157,14 @@ def probe_json(
 
 def parse_probe(data: dict, *, path: str) -> VideoInfo:
     """Turn ffprobe's JSON into ``VideoInfo``; refuse files with neither video nor audio."""
-    streams = data.get("streams", [])
     fmt = data.get("format", {})
+    streams = [s for s in data.get("streams", []) if has_decoder(s)]
+    ignored = tuple(
+        f"{s['codec_type']} stream {s.get('index')} is in a format ffmpeg cannot decode "
+        f"({format_tag(s)}): left out"
+        for s in data.get("streams", [])
+        if s.get("codec_type") in ("video", "audio") and not has_decoder(s)
+    )
     video = _default_stream(streams, "video")
     audio = _default_stream(streams, "audio")
     if video is None and audio is None:
@@ -185,7 +195,19 @@ def parse_probe(data: dict, *, path: str) -> VideoInfo:
         audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         bit_rate=int(fmt["bit_rate"]) if str(fmt.get("bit_rate", "")).isdigit() else None,
         size_bytes=int(fmt["size"]) if str(fmt.get("size", "")).isdigit() else os.path.getsize(path),
+        ignored_streams=ignored,
     )
+
+
+def format_tag(stream: dict) -> str:
+    """The container's name for a stream's format (``vvc1``), or ``unknown`` when it has none."""
+    tag = stream.get("codec_tag_string") or ""
+    return tag if tag.isprintable() and not tag.startswith("[") else "unknown"
+
+
+def has_decoder(stream: dict) -> bool:
+    """Whether ffmpeg knows the stream's format (ffprobe names no codec for formats it cannot decode)."""
+    return stream.get("codec_name") not in (None, "", "none", "unknown")
 
 
 def _default_stream(streams: list[dict], codec_type: str) -> dict | None:

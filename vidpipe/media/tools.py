@@ -34,9 +34,12 @@ def run_tool(
     *,
     timeout: float,
     on_stdout_line: Callable[[str], None] | None = None,
+    on_stderr_line: Callable[[str], None] | None = None,
     subject: str | None = None,
 ) -> bytes:
     """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
+
+    ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings).
 
     The process runs in its own process group so a timeout (or our own interruption)
     kills ffmpeg together with anything it started.
@@ -61,6 +64,8 @@ def run_tool(
             line = raw.decode("utf-8", errors="replace").rstrip()
             if line:
                 stderr_tail.append(line)
+                if on_stderr_line is not None:
+                    on_stderr_line(line)
 
     def pump_stdout() -> None:
         for raw in proc.stdout:

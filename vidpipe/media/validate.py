@@ -10,11 +10,13 @@ trusted: sizes are checked against limits and durations against the packets pres
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.probe import VideoInfo, parse_probe, probe_json
+from vidpipe.media.probe import INPUT_GUARDS, VideoInfo, format_tag, has_decoder, parse_probe, probe_json
+from vidpipe.media.tools import run_tool
 
 REFUSED_FORMATS = {
     "hls": "the file is an HLS playlist",
@@ -27,11 +29,21 @@ REFUSED_FORMATS = {
     "sdp": "the file is a network stream description (SDP)",
 }
 MAX_ASPECT_RATIO = 10
+MAX_PLAUSIBLE_FRAME_RATE = 240
+UNSUPPORTED_CODECS = {"vvc1": "vvc (H.266)", "vvi1": "vvc (H.266)", "av02": "AV2", "evc1": "EVC (MPEG-5)"}
+"""Sample-entry tags of formats newer than this ffmpeg, by name."""
 _NOT_ON_WHITELIST = re.compile(r"^\[([a-z0-9_]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
 def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
-    """Probe an upload and refuse it, with a reason a person understands, unless it is a usable video."""
+    """Probe an upload and refuse it, with a reason a person understands, unless it is a usable video.
+
+    The header is read first and its sizes checked against the limits; then the main stream
+    (video, else audio) is read packet by packet, and its duration and frame rate are what
+    the packets say whenever the header's claims are implausible (a container's time base
+    taken for a frame rate, a fragmented MP4's "unknown" duration). A file whose data ends
+    before its index or its demuxer says it should is refused as truncated.
+    """
     sniff(path)
     try:
         data = probe_json(path, ffprobe=ffprobe, timeout=timeout)
@@ -39,26 +51,14 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
         if err.retryable:
             raise
         raise InvalidMediaError(explain_probe_failure(err.stderr_tail), path=str(path), stderr_tail=err.stderr_tail)
+    refuse_undecodable_video(data, path)
     info = parse_probe(data, path=str(path))
-    check_limits(data, info, path, limits)
-    if not info.has_video:
-        return info
-    counted = probe_json(
-        path,
-        ffprobe=ffprobe,
-        timeout=timeout,
-        args=(
-            "-f",
-            info.demuxer,
-            "-count_packets",
-            "-select_streams",
-            str(info.video_stream),
-            "-show_entries",
-            "stream=nb_read_packets",
-        ),
-    )
-    packets = int(counted["streams"][0].get("nb_read_packets") or 0) if counted.get("streams") else 0
-    check_packets(info, packets, path)
+    check_size_limits(data, info, path, limits)
+    main = info.video_stream if info.has_video else info.audio_stream
+    content = read_stream_content(path, info, main, ffprobe=ffprobe, timeout=timeout)
+    check_complete(info, content, indexed_packets(data, main), path)
+    info = believe_the_packets(info, content)
+    check_time_limits(info, path, limits)
     return info
 
 
@@ -113,8 +113,9 @@ def explain_probe_failure(stderr_tail: list[str]) -> str:
     return "not a readable video: ffprobe could not parse the file"
 
 
-def check_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> None:
-    """Refuse what exceeds the configured limits, judging by the header's own claims."""
+def check_size_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> None:
+    """Refuse what exceeds the size limits, judging by the header's own claims (``-max_pixels`` holds
+    the decoder to the same pixel limit whatever the header said)."""
     streams = data.get("streams", [])
     if len(streams) > limits.max_streams:
         raise InvalidMediaError(f"{len(streams)} streams exceed the limit of {limits.max_streams}", path=str(path))
@@ -132,6 +133,10 @@ def check_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> Non
             f"aspect ratio {info.sample_aspect_ratio}) is more elongated than {MAX_ASPECT_RATIO}:1",
             path=str(path),
         )
+
+
+def check_time_limits(info: VideoInfo, path: Path, limits: Limits) -> None:
+    """Refuse what exceeds the frame rate and duration limits, as the packets tell them."""
     if info.frame_rate > limits.max_frame_rate:
         raise InvalidMediaError(
             f"{float(info.frame_rate):g} frames per second exceeds the limit of {limits.max_frame_rate:g}",
@@ -143,23 +148,128 @@ def check_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> Non
         )
 
 
-def check_packets(info: VideoInfo, video_packets: int, path: Path) -> None:
-    """Cross-check the header's duration against the video packets actually in the file.
+@dataclass(frozen=True)
+class StreamContent:
+    """What one stream of a file really holds, read packet by packet."""
 
-    A truncated upload keeps its header, and a hostile one can claim hours it does not
-    hold: either way far fewer frames are present than the header promises.
+    packets: int
+    start: float | None
+    last: float | None
+    """The last packet's timestamp."""
+    end: float | None
+    """The last packet's timestamp plus its duration."""
+    cut_short: bool
+    """The demuxer said the data stops before the file's structure says it should."""
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start if self.start is not None and self.end is not None else 0.0
+
+    @property
+    def frame_rate(self) -> Fraction:
+        """Packets per second from the intervals between them; for video, frames per second."""
+        if self.packets < 2 or self.start is None or self.last is None or self.last <= self.start:
+            return Fraction(0)
+        return Fraction((self.packets - 1) / (self.last - self.start)).limit_denominator(1001)
+
+
+# What demuxers say when a file's data stops early: Matroska, MP4/MOV, and the generic reader.
+TRUNCATION_WARNINGS = ("File ended prematurely", "partial file", "truncated")
+
+
+def read_stream_content(
+    path: Path, info: VideoInfo, stream: int | None, *, ffprobe: str, timeout: float
+) -> StreamContent:
+    """Read every packet of ``stream`` (through the input guards, with the demuxer the probe found)."""
+    packets, start, last, end, cut_short = 0, None, None, None, False
+
+    def on_packet(line: str) -> None:
+        nonlocal packets, start, last, end
+        pts, dts, duration = ([*line.split(","), "", ""])[:3]
+        stamp = _seconds(pts) if _seconds(pts) is not None else _seconds(dts)
+        packets += 1
+        if stamp is not None:
+            start = stamp if start is None else min(start, stamp)
+            last = stamp if last is None else max(last, stamp)
+            end = max(end or stamp, stamp + (_seconds(duration) or 0.0))
+
+    def on_warning(line: str) -> None:
+        nonlocal cut_short
+        cut_short = cut_short or any(warning in line for warning in TRUNCATION_WARNINGS)
+
+    argv = [
+        ffprobe, "-v", "warning", *INPUT_GUARDS, "-f", info.demuxer, "-select_streams", str(stream),
+        "-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", str(path),
+    ]  # fmt: skip
+    run_tool(argv, timeout=timeout, on_stdout_line=on_packet, on_stderr_line=on_warning, subject=str(path))
+    return StreamContent(packets=packets, start=start, last=last, end=end, cut_short=cut_short)
+
+
+def indexed_packets(data: dict, stream: int | None) -> int:
+    """How many packets the container's index lists for ``stream`` (MP4/MOV sample tables); 0 if unknown."""
+    for entry in data.get("streams", []):
+        if entry.get("index") == stream and str(entry.get("nb_frames", "")).isdigit():
+            return int(entry["nb_frames"])
+    return 0
+
+
+def check_complete(info: VideoInfo, content: StreamContent, indexed: int, path: Path) -> None:
+    """Refuse a file whose data stops early: a truncated upload keeps its header and index.
+
+    Truncated means the demuxer found the data cut short, or far fewer packets than the
+    index lists (10 % and two packets of slack). A header that merely claims more time than
+    the packets hold, in a file that is complete, is not believed (``believe_the_packets``).
     """
-    rate = float(info.avg_frame_rate or info.frame_rate or 0)  # the average: right for variable-rate video
-    expected = info.duration * rate
-    if video_packets == 0:
-        raise InvalidMediaError("the file holds no video frames", path=str(path))
-    if expected and video_packets < 0.9 * expected - 2:
-        present = video_packets / rate
+    kind = "video" if info.has_video else "audio"
+    if content.packets == 0:
+        raise InvalidMediaError(f"the file holds no {kind} {'frames' if info.has_video else 'data'}", path=str(path))
+    if content.cut_short or (indexed and content.packets < 0.9 * indexed - 2):
         raise InvalidMediaError(
-            f"the file holds {present:.1f} s of video but its header claims {clock(info.duration)} "
+            f"the file holds {content.seconds:.1f} s of {kind} but its header claims {clock(info.duration)} "
             "(truncated or corrupt upload)",
             path=str(path),
         )
+
+
+def believe_the_packets(info: VideoInfo, content: StreamContent) -> VideoInfo:
+    """``info`` with the duration and average frame rate the packets show, where the header's are implausible.
+
+    The header's duration stands unless it is missing or claims far more than the packets
+    hold (a fragmented MP4's "unknown" duration, 2**32 ticks, reads as 39 hours). A video's
+    average frame rate stands unless it is missing, above 240, above the nominal rate
+    (Matroska and FLV with millisecond timestamps report 1000 frames per second) or 1.5
+    times off the rate the packets arrive at (a Matroska default duration of 1/30 s over
+    3 frames a second).
+    """
+    duration = info.duration
+    if content.seconds > 0 and (duration <= 0 or duration > 1.5 * content.seconds + 1):
+        duration = content.seconds
+    average, nominal, measured = info.avg_frame_rate, info.nominal_frame_rate, content.frame_rate
+    implausible = (
+        not average
+        or average > MAX_PLAUSIBLE_FRAME_RATE
+        or (nominal and average > nominal * Fraction(101, 100))
+        or (measured and not measured * 2 / 3 <= average <= measured * 3 / 2)
+    )
+    if info.has_video and implausible and measured:
+        average = measured
+    return replace(info, duration=duration, avg_frame_rate=average)
+
+
+def refuse_undecodable_video(data: dict, path: Path) -> None:
+    """Refuse a file whose every video stream is in a format this ffmpeg cannot decode, saying which."""
+    video = [s for s in data.get("streams", []) if s.get("codec_type") == "video"]
+    if video and not any(has_decoder(s) for s in video):
+        tag = format_tag(video[0])
+        name = UNSUPPORTED_CODECS.get(tag, tag)
+        raise InvalidMediaError(f"unsupported video codec: {name} — no decoder available", path=str(path))
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _size(count: int) -> str:

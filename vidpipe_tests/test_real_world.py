@@ -1,0 +1,56 @@
+"""Files from real cameras, streaming tools and packagers whose headers describe them oddly.
+
+A platform must take what decodes and judge it by what it holds, and refuse only what is
+truncated or cannot be decoded, saying so in plain words (issue: real-world uploads).
+"""
+
+import dagster as dg
+import pytest
+
+from vidpipe.media.errors import InvalidMediaError
+from vidpipe.media.validate import Limits, inspect_upload
+from vidpipe_tests import corpus
+from vidpipe_tests.harness import Pipeline
+
+# generator, seconds held, frames per second held (the header says otherwise)
+HELD = [
+    (corpus.millisecond_flv, 1.0, 60),  # average rate 1000 fps: was refused over the 120 fps limit
+    (corpus.fragmented_mp4_of_unknown_duration, 1.0, 30),  # 39:46:05: was refused over the 4 h limit
+    (corpus.few_frames_ffv1, 0.7, 3),  # track rate 30: was refused as holding 0.1 s
+    (corpus.lying_duration, 1.0, 30),  # a complete file whose header claims 3 h: was refused as truncated
+]  # fmt: skip
+
+REFUSED = [
+    (corpus.truncated_mkv, "the file holds 0.7 s of video but its header claims 00:00:03 (truncated or corrupt upload)"),
+    (corpus.truncated_audiobook, "the file holds 0.9 s of audio but its header claims 00:00:04 (truncated or corrupt upload)"),
+    (corpus.vvc_mp4, "unsupported video codec: vvc (H.266) — no decoder available"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make, seconds, rate", HELD, ids=[make.__name__ for make, _, _ in HELD])
+def test_a_file_is_judged_by_what_it_holds_not_its_header(make, seconds, rate, tmp_path):
+    info = inspect_upload(make(tmp_path), Limits())
+    assert info.duration == pytest.approx(seconds, abs=0.07)
+    assert float(info.frame_rate) == pytest.approx(rate, rel=0.02)
+
+
+@pytest.mark.parametrize("make, reason", REFUSED, ids=[make.__name__ for make, _ in REFUSED])
+def test_what_cannot_be_used_is_refused_in_plain_words(make, reason, tmp_path):
+    with pytest.raises(InvalidMediaError) as err:
+        inspect_upload(make(tmp_path), Limits())
+    assert err.value.message == reason
+
+
+def test_an_audio_track_nothing_can_decode_is_left_out_and_said_so(tmp_path):
+    upload = corpus.undecodable_audio(tmp_path)
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, tmp_path / "storage")
+        key = pipeline.add(upload)
+        result = pipeline.materialize(key, upload=upload)
+        assert result.success
+        metadata = pipeline.latest_metadata(dg.AssetKey("source_video"), key)
+    assert metadata["has_audio"] is False
+    assert metadata["ignored_streams"] == "audio stream 1 is in a format ffmpeg cannot decode (unknown): left out"
+    manifest = result.output_for_node("video_manifest")
+    assert [r["name"] for r in manifest["renditions"]] == ["h264_240p", "vp9_360p"]
+    assert all(r["audio_codec"] is None for r in manifest["renditions"])
