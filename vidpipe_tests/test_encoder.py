@@ -12,6 +12,7 @@ from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolTimeoutEr
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.tools import run_tool
+from vidpipe_tests import corpus
 from vidpipe_tests.media import (
     decode_frame,
     frame_count,
@@ -130,7 +131,8 @@ def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landsca
     command = build_encode_command(broken, info, list(plan_ladder(info).renditions), out)
     with pytest.raises(ToolFailedError) as err:
         run_encode(command, duration=info.duration, timeout=60)
-    assert str(err.value).startswith("ffmpeg failed:") and err.value.stderr_tail
+    assert err.value.stderr_tail and "0x" not in err.value.message and "failed:" not in err.value.message
+    assert err.value.message.startswith("ffmpeg "), err.value.message
     assert list(out.iterdir()) == []
 
 
@@ -201,3 +203,14 @@ def test_a_killed_process_is_a_retryable_failure():
     with pytest.raises(ToolKilledError, match="killed by signal 9") as err:
         run_tool(["sh", "-c", "kill -9 $$"], timeout=10)
     assert err.value.retryable
+
+
+def test_ffmpeg_failures_are_said_in_plain_words_and_keep_ffmpeg_own_words(tmp_path):
+    undecodable = corpus.vvc_mp4(tmp_path)
+    with pytest.raises(ToolFailedError) as err:
+        run_tool(["ffmpeg", "-v", "error", "-i", str(undecodable), "-f", "null", "-"], timeout=30)
+    assert err.value.message == "ffmpeg found a stream it has no decoder for"
+    assert err.value.stderr_tail == ["Decoder (codec none) not found for input stream #0:0"]
+    with pytest.raises(ToolFailedError) as err:
+        run_tool(["ffmpeg", "-v", "error", "-i", str(tmp_path / "missing.mp4"), "-f", "null", "-"], timeout=30)
+    assert err.value.message == "ffmpeg stopped with an error (exit status 1); its last messages are in the details"

@@ -94,9 +94,27 @@ def run_tool(
     if returncode < 0:
         raise ToolKilledError(f"{tool} was killed by signal {-returncode}", path=subject, stderr_tail=stderr_tail)
     if returncode != 0:
-        last = stderr_tail[-1] if stderr_tail else f"exit status {returncode}"
-        raise ToolFailedError(f"{tool} failed: {last}", path=subject, stderr_tail=stderr_tail)
+        raise ToolFailedError(plain_failure(tool, stderr_tail, returncode), path=subject, stderr_tail=stderr_tail)
     return b"".join(stdout_chunks)
+
+
+# What ffmpeg's last words mean, for people; the words themselves stay in ``stderr_tail``.
+KNOWN_FAILURES = (
+    ("Cannot allocate memory", "ran out of memory"),
+    ("Decoder (codec", "found a stream it has no decoder for"),
+    ("moov atom not found", "found no MP4 index (moov box): the file is incomplete"),
+    ("Invalid data found when processing input", "found data it cannot read in the file"),
+    ("Permission denied", "was not allowed to open a file"),
+)
+
+
+def plain_failure(tool: str, stderr_tail: Sequence[str], returncode: int) -> str:
+    """One line for people about a failed run of ``tool``: never a raw stderr line or a memory address."""
+    text = "\n".join(stderr_tail)
+    for marker, words in KNOWN_FAILURES:
+        if marker in text:
+            return f"{tool} {words}"
+    return f"{tool} stopped with an error (exit status {returncode}); its last messages are in the details"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
