@@ -150,9 +150,8 @@ def test_a_full_disk_is_reported_plainly_and_the_video_can_be_rerun_from_the_inb
         assert (small_disk.path / key / "manifest.json").is_file()
 
 
-def test_the_failure_log_quotes_the_command_that_reruns_a_video(pipeline):
-    pipeline.instance.add_dynamic_partitions("videos", ["../x y"])
-    result = pipeline.materialize("../x y", raise_on_error=False)
+def evaluate_failed_video_runs(pipeline, result) -> None:
+    """The run-failure sensor, as the daemon evaluates it for ``result``'s failed run."""
     [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
     context = dg.build_run_status_sensor_context(
         sensor_name="failed_video_runs",
@@ -162,6 +161,20 @@ def test_the_failure_log_quotes_the_command_that_reruns_a_video(pipeline):
         resources={"storage": LocalVideoStorage(root=str(pipeline.storage_root))},
     ).for_run_failure()
     failed_video_runs(context)
+
+
+def test_the_failure_log_quotes_the_command_that_reruns_a_video(pipeline):
+    pipeline.instance.add_dynamic_partitions("videos", ["../x y"])
+    result = pipeline.materialize("../x y", raise_on_error=False)
+    evaluate_failed_video_runs(pipeline, result)
     [entry] = [json.loads(line) for line in (pipeline.storage_root / "failed_runs.jsonl").read_text().splitlines()]
     assert entry["rerun"] == "dagster job backfill -w workspace.yaml -j process_video --partitions '../x y' --noprompt"
     assert entry["reason"].startswith('source_video: "../x y" is not a video key')
+
+
+def test_a_failed_run_that_dagster_reruns_is_not_recorded_as_failed(pipeline):
+    pipeline.instance.add_dynamic_partitions("videos", ["../y"])
+    result = pipeline.materialize("../y", raise_on_error=False)
+    pipeline.instance.add_run_tags(result.run_id, {"dagster/will_retry": "true"})
+    evaluate_failed_video_runs(pipeline, result)
+    assert not (pipeline.storage_root / "failed_runs.jsonl").exists()

@@ -11,6 +11,9 @@ from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor, Upload
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
 
+WILL_RETRY_TAG = "dagster/will_retry"
+"""Set by Dagster on a failed run: whether the instance's run retries will re-run it."""
+
 DAEMON_LOOP_SECONDS = 5
 """How often the sensor daemon evaluates sensors (Dagster's ``MIN_INTERVAL_LOOP_TIME``)."""
 
@@ -103,14 +106,18 @@ def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunReques
 
 @dg.run_failure_sensor(name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING)
 def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage) -> None:
-    """Records every failed run (sensor, backfill or manual) with its reason and how to re-run it.
+    """Records every run that failed for good (sensor, backfill or manual) with its reason and how to re-run it.
 
     The record is a line of ``failed_runs.jsonl`` in storage, for operators and scripts;
-    the UI shows the same runs under Runs → Failed and the partitions as failed.
+    the UI shows the same runs under Runs → Failed and the partitions as failed. A run that
+    Dagster re-runs automatically (its worker was lost) is not recorded: its retry's outcome is.
     """
     video = context.dagster_run.tags.get("dagster/partition")
     reasons = [f"{event.step_key}: {failure_reason(event)}" for event in context.get_step_failure_events()]
     reason = "; ".join(reasons) or (context.failure_event.message or "the run failed")
+    if context.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"run {context.dagster_run.run_id} for video {video} failed ({reason}); it is re-run")
+        return
     storage.record_failed_run(
         {
             "run_id": context.dagster_run.run_id,
