@@ -4,9 +4,10 @@ import uuid
 
 import dagster as dg
 
+from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.defs.assets import failure_reason, upload_tags, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
-from vidpipe.definitions import build_assets, build_definitions
+from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
@@ -86,6 +87,19 @@ class SensorHarness:
                 job_name="process_video", run_id=str(uuid.uuid4()), tags=tags, status=dg.DagsterRunStatus.NOT_STARTED
             )
         )
+
+
+def evaluate_failed_video_runs(pipeline, result) -> None:
+    """The run-failure sensor, as the daemon evaluates it for ``result``'s failed run."""
+    [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_video_runs",
+        dagster_event=run_failure,
+        dagster_instance=pipeline.instance,
+        dagster_run=pipeline.instance.get_run_by_id(result.run_id),
+        resources={"storage": pipeline.resources["storage"]},
+    ).for_run_failure()
+    failed_video_runs(context)
 
 
 def encode_upload(source, out_dir, rungs=None):

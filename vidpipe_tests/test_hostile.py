@@ -8,11 +8,10 @@ import dagster as dg
 import pytest
 
 from vidpipe.defs.resources import FFmpegResource
-from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import Pipeline, step_failures
+from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
 from vidpipe_tests.media import make_clip
 
 REJECTIONS = [
@@ -135,15 +134,7 @@ def test_a_rejected_upload_does_not_stop_the_next_one(pipeline, tmp_path, tiny_c
 
 def test_failed_runs_are_recorded_for_operators_with_how_to_rerun(pipeline, tmp_path):
     key, result = process(pipeline, corpus.text_as_mov(tmp_path))
-    [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
-    context = dg.build_run_status_sensor_context(
-        sensor_name="failed_video_runs",
-        dagster_event=run_failure,
-        dagster_instance=pipeline.instance,
-        dagster_run=pipeline.instance.get_run_by_id(result.run_id),
-        resources={"storage": pipeline.resources["storage"]},
-    ).for_run_failure()
-    failed_video_runs(context)
+    evaluate_failed_video_runs(pipeline, result)
     log = (pipeline.storage_root / "failed_runs.jsonl").read_text().splitlines()
     [entry] = [json.loads(line) for line in log if result.run_id in line]
     assert entry["video"] == key

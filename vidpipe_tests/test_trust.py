@@ -14,12 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
-from vidpipe.defs.resources import LocalVideoStorage
-from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
 from vidpipe.media.files import sha256_file
-from vidpipe_tests.harness import Pipeline, step_failures
+from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
 
 SECRET = "root-only secret, never to be copied"
 
@@ -148,19 +146,6 @@ def test_a_full_disk_is_reported_plainly_and_the_video_can_be_rerun_from_the_inb
         assert rerun.success
         assert (small_disk.path / key / "source.mp4").read_bytes() == upload.read_bytes()
         assert (small_disk.path / key / "manifest.json").is_file()
-
-
-def evaluate_failed_video_runs(pipeline, result) -> None:
-    """The run-failure sensor, as the daemon evaluates it for ``result``'s failed run."""
-    [run_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
-    context = dg.build_run_status_sensor_context(
-        sensor_name="failed_video_runs",
-        dagster_event=run_failure,
-        dagster_instance=pipeline.instance,
-        dagster_run=pipeline.instance.get_run_by_id(result.run_id),
-        resources={"storage": LocalVideoStorage(root=str(pipeline.storage_root))},
-    ).for_run_failure()
-    failed_video_runs(context)
 
 
 def test_the_failure_log_quotes_the_command_that_reruns_a_video(pipeline):
