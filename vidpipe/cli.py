@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import shutil
 import sys
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidpipe import settings
@@ -46,6 +49,62 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+COPY_CHUNK = 4 * 2**20
+
+
+class TerminalProgress:
+    """One line on stderr that rewrites itself: how far, how fast, how long left; silent unless stderr is a terminal.
+
+    Scripts get stdout and stderr clean (the manifest on stdout stays parseable).
+    """
+
+    def __init__(self, label: str, *, every_seconds: float = 0.25):
+        self.label = label
+        self.every_seconds = every_seconds
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.shown_at = 0.0
+        self.shown = False
+
+    def show(self, fraction: float, detail: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.shown_at < self.every_seconds:
+            return
+        self.shown_at, self.shown = now, True
+        elapsed = now - self.started
+        left = f", {elapsed * (1 - fraction) / fraction:.0f} s left" if 0 < fraction < 1 and elapsed > 1 else ""
+        sys.stderr.write(f"\r{self.label}: {fraction:.0%} ({detail}){left}\x1b[K")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class EncodeProgressHandler(logging.Handler):
+    """Shows the encode progress the renditions op reports (``PROGRESS_LOG``) as a ``TerminalProgress``."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.progress = TerminalProgress(label)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        update = record.progress  # type: ignore[attr-defined]
+        speed = f" at {update.speed:g}x" if update.speed else ""
+        self.progress.show(update.fraction, f"{update.seconds_done:.0f} of {update.seconds_total:.0f} s{speed}")
+        if update.finished:
+            self.progress.done()
+
+
+@contextmanager
+def _removed_after(log: logging.Logger, handler: logging.Handler) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
+
 class UserFacingError(Exception):
     """A failure explained in one line; the command exits non-zero without a traceback."""
 
@@ -64,8 +123,16 @@ def upload_file(path: Path, inbox: Path) -> Path:
         target = inbox / f"{path.stem}-{number}{path.suffix}"
         number += 1
     temporary = temporary_sibling(target)
+    progress = TerminalProgress(f"uploading {readable_name(path.name)}")
+    total = path.stat().st_size
     try:
-        shutil.copyfile(path, temporary)
+        with open(path, "rb") as source, open(temporary, "wb") as copy:
+            while chunk := source.read(COPY_CHUNK):
+                copy.write(chunk)
+                progress.show(
+                    copy.tell() / total if total else 1.0, f"{copy.tell() / 2**20:.0f} of {total / 2**20:.0f} MiB"
+                )
+        progress.done()
         temporary.rename(target)
         fsync_dir(inbox)
     finally:
@@ -83,13 +150,17 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from vidpipe.defs.assets import failure_reason, upload_tags, videos
-    from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
     from vidpipe.definitions import build_assets
+    from vidpipe.defs.assets import PROGRESS_LOG, failure_reason, upload_tags, videos
+    from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 
     key = partition_key(path.name, sha256_file(path))
     log_level = "DEBUG" if verbose else "CRITICAL"
-    with tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home:
+    progress = EncodeProgressHandler(f"encoding {readable_name(path.name)}")
+    PROGRESS_LOG.addHandler(progress)
+    PROGRESS_LOG.setLevel(logging.DEBUG)
+    PROGRESS_LOG.propagate = False
+    with tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home, _removed_after(PROGRESS_LOG, progress):
         instance = dg.DagsterInstance.ephemeral(tempdir=dagster_home)
         instance.add_dynamic_partitions(videos.name, [key])
         result = dg.materialize(
@@ -99,7 +170,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             tags=upload_tags(path.name),
             resources={
                 "storage": LocalVideoStorage(root=str(out.resolve())),
-                "ffmpeg": FFmpegResource(),
+                "ffmpeg": FFmpegResource(**settings.limit_overrides()),
                 "inbox": InboxResource(path=str(path.resolve().parent)),
             },
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},

@@ -2,6 +2,8 @@
 
 import json
 import os
+import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -77,3 +79,40 @@ def test_names_that_are_not_utf8_or_very_long_get_one_line_not_a_traceback(tiny_
 
     missing = subprocess.run([VIDPIPE, "process", odd + b"x", "--out", str(tmp_path)], capture_output=True)
     assert (missing.returncode, missing.stderr) == (1, f"error: no such file: {tmp_path}/caf\\xe9 \\xff.mp4x\n".encode())
+
+
+def run_on_terminal(*args) -> tuple[int, str, str]:
+    """Run ``vidpipe`` with stderr on a pseudo-terminal, as a person runs it; stdout stays a pipe."""
+    controller, terminal = pty.openpty()
+    with subprocess.Popen([VIDPIPE, *args], stdout=subprocess.PIPE, stderr=terminal) as proc:
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        stdout = proc.stdout.read().decode()
+    os.close(controller)
+    return proc.returncode, stdout, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_progress_goes_to_stderr_and_stdout_stays_clean(landscape_clip, tmp_path):
+    code, stdout, terminal = run_on_terminal("process", str(landscape_clip), "--out", str(tmp_path / "out"))
+    assert code == 0, terminal
+    assert json.loads(stdout)["renditions"]
+    assert re.search(r"encoding landscape\.mp4: \d+% \(\d+ of 5 s at [\d.]+x\)", terminal), terminal
+    assert terminal.endswith("\r\n")
+    code, stdout, terminal = run_on_terminal("upload", "--inbox", str(tmp_path / "inbox"), str(landscape_clip))
+    assert code == 0 and stdout.strip() == str(tmp_path / "inbox" / "landscape.mp4")
+    assert re.search(r"uploading landscape\.mp4: \d+% \(\d+ of \d+ MiB\)", terminal), terminal
+
+
+def test_when_not_on_a_terminal_nothing_but_the_result_is_printed(tiny_clip, tmp_path):
+    done = run_vidpipe("process", str(tiny_clip), "--out", str(tmp_path))
+    assert done.returncode == 0 and done.stderr == ""
+    uploaded = run_vidpipe("upload", "--inbox", str(tmp_path / "inbox"), str(tiny_clip))
+    assert uploaded.stderr == "" and uploaded.stdout == f"{tmp_path / 'inbox' / 'tiny.mp4'}\n"

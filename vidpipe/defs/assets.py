@@ -2,12 +2,12 @@
 
 import errno
 import json
+import logging
 import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
 
@@ -44,6 +44,9 @@ MANIFEST_CHECK = "manifest_outputs_complete"
 THUMBNAIL_CODE_VERSION = "1"
 MANIFEST_CODE_VERSION = "1"
 SOURCE_VIDEO_KEY = dg.AssetKey("source_video")
+PROGRESS_LOG = logging.getLogger("vidpipe.progress")
+"""Every encode progress update (``Progress`` in the record's ``progress``), for a command that runs
+the op in its own process: ``vidpipe process`` shows them on a terminal."""
 TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
@@ -222,9 +225,11 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
 
 
 def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5.0):
+    """Encode progress into the run's log every ``every_seconds``, and every update to ``PROGRESS_LOG``."""
     last = [0.0]
 
     def log(progress: Progress) -> None:
+        PROGRESS_LOG.debug("encoding", extra={"progress": progress})
         now = time.monotonic()
         if progress.finished or now - last[0] >= every_seconds:
             last[0] = now
