@@ -115,11 +115,14 @@ def test_corrupt_video_data_fails_the_encode_saying_where_and_publishes_nothing(
     upload = corpus.flipped_bytes(tmp_path)
     key, result = process(pipeline, upload)
     failures = step_failures(result)
-    assert set(failures) == {"renditions"}
-    assert re.fullmatch(r"corrupt H\.264 data at 00:00:0[0-3]", failures["renditions"]), failures
+    reason = failures["renditions"]
+    assert re.fullmatch(r"corrupt H\.264 data at 00:00:0[0-3]", reason), failures
+    # The thumbnail step, run after the refusal, does not publish either.
+    assert failures["thumbnail"] == f"not published: the upload was refused ({reason})"
     assert restarts(result) == 0
     video_dir = pipeline.storage_root / key
-    assert list((video_dir / "renditions").iterdir()) == []
+    # Whatever the thumbnail step published is withdrawn: the original and why it was refused, nothing else.
+    assert sorted(p.name for p in video_dir.iterdir()) == ["rejection.json", "source.json", "source.mp4"]
     assert json.loads((video_dir / "rejection.json").read_text())["reason"] == failures["renditions"]
     assert rejection_observed(pipeline, key) == failures["renditions"]
     assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()

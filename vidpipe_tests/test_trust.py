@@ -163,3 +163,14 @@ def test_a_failed_run_that_dagster_reruns_is_not_recorded_as_failed(pipeline):
     pipeline.instance.add_run_tags(result.run_id, {"dagster/will_retry": "true"})
     evaluate_failed_video_runs(pipeline, result)
     assert not (pipeline.storage_root / "failed_runs.jsonl").exists()
+
+
+def test_withdrawing_a_refused_video_leaves_only_the_original_and_its_records(tmp_path):
+    storage = LocalVideoStorage(root=str(tmp_path))
+    key = "clip-0123456789ab"
+    for name in ["source.mp4", "source.json", "rejection.json", "manifest.json", "renditions/h264_360p.mp4"]:
+        (tmp_path / key / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key / name).write_text(name)
+    (tmp_path / key / "thumbnails").mkdir()
+    storage.withdraw_outputs(key)
+    assert sorted(p.name for p in (tmp_path / key).iterdir()) == ["rejection.json", "source.json", "source.mp4"]

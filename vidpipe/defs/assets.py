@@ -14,7 +14,7 @@ import dagster as dg
 from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
 from vidpipe.inbox import name_ref, readable_name
 from vidpipe.media.encoder import Progress
-from vidpipe.media.errors import InvalidMediaError, StorageFullError, UploadError, VidpipeError
+from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
 from vidpipe.media.ladder import Rung, plan_ladder
 from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems
@@ -56,9 +56,11 @@ def failures_for_people(
 ) -> Iterator[None]:
     """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
 
-    Errors about the input itself are final (``allow_retries=False``): they leave a
-    ``rejection.json`` beside the kept original and an observation of ``source_video``
-    saying why, on the asset's Events tab. A full disk is final for this run too (an
+    Errors about the input itself are final (``allow_retries=False``): the gate's refusals,
+    and ffmpeg failing on a file that passed the gate (not killed, not timed out). They
+    leave the kept original and a ``rejection.json`` beside it and nothing else: outputs
+    other steps of the video published are withdrawn. An observation of ``source_video``
+    says why, on the asset's Events tab. A full disk is final for this run too (an
     immediate retry would fail the same way) and said plainly; the video can be re-run
     once there is space. A killed or timed-out ffmpeg goes through the retry policy.
     """
@@ -70,8 +72,9 @@ def failures_for_people(
                 raise
             raise StorageFullError(f"no space left in storage while writing {making}", path=err.filename) from err
     except VidpipeError as err:
-        if isinstance(err, InvalidMediaError):
+        if isinstance(err, InvalidMediaError) or (isinstance(err, ToolFailedError) and not err.retryable):
             storage.record_rejection(key, err)
+            storage.withdraw_outputs(key)
             context.log_event(
                 dg.AssetObservation(
                     asset_key=SOURCE_VIDEO_KEY, partition=key, metadata={"rejected": True, "reason": err.message}
@@ -250,6 +253,10 @@ def thumbnail(
     with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
         frame = ffmpeg.poster(source_video.path, source_video.info)
         files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
+    if refused := storage.rejection_reason(source_video.key):
+        # The renditions step refused the upload while this one ran: nothing may stay beside the original.
+        storage.withdraw_outputs(source_video.key)
+        raise dg.Failure(description=f"not published: the upload was refused ({refused})", allow_retries=False)
     return dg.Output(
         files,
         metadata={

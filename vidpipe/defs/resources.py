@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from abc import abstractmethod
 from datetime import datetime, timezone
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from vidpipe.media.validate import Limits, inspect_upload
 
 REJECTION_FILE = "rejection.json"
 ENCODE_RECORD_FILE = "encode.json"
+MANIFEST_FILE = "manifest.json"
+OUTPUT_KINDS = ("renditions", "thumbnails")
 FAILED_RUNS_FILE = "failed_runs.jsonl"
 
 
@@ -72,6 +75,10 @@ class VideoStorage(dg.ConfigurableResource):
     @abstractmethod
     def clear_rejection(self, key: str) -> None:
         """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
+
+    @abstractmethod
+    def withdraw_outputs(self, key: str) -> None:
+        """Remove every output of ``key`` (renditions, thumbnails, manifest); the original and records stay."""
 
     @abstractmethod
     def record_encode(self, key: str, argv: list[str]) -> None:
@@ -143,6 +150,12 @@ class LocalVideoStorage(VideoStorage):
 
     def clear_rejection(self, key: str) -> None:
         (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)
+
+    def withdraw_outputs(self, key: str) -> None:
+        video = self.video_dir(key)
+        for kind in OUTPUT_KINDS:
+            shutil.rmtree(video / kind, ignore_errors=True)
+        (video / MANIFEST_FILE).unlink(missing_ok=True)
 
     def record_encode(self, key: str, argv: list[str]) -> None:
         record = {"video": key, "encoded_at": _now(), "argv": argv}
