@@ -16,6 +16,7 @@ import pytest
 
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
 from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
+from vidpipe.defs.resources import LocalVideoStorage
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
 
