@@ -1,6 +1,7 @@
 """Running vidpipe's sensor and asset graph in-process against a real (temporary) instance."""
 
 import uuid
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -15,6 +16,15 @@ from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.validate import Limits, inspect_upload
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
+
+
+@contextmanager
+def processed(upload, storage_root):
+    """``upload`` processed as the sensor's run would, in a fresh instance: (pipeline, key, result)."""
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, storage_root)
+        key = pipeline.add(upload)
+        yield pipeline, key, pipeline.materialize(key, upload=upload)
 
 
 class Pipeline:

@@ -10,7 +10,7 @@ from PIL import Image
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import parse_probe
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import Pipeline, encode_upload
+from vidpipe_tests.harness import encode_upload, processed
 from vidpipe_tests.media import decode_frame, frame_count, make_clip, mean_difference, stream, video_info
 
 
@@ -123,10 +123,7 @@ def test_negative_timestamps_start_at_zero_in_sync(tmp_path):
 
 def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
     upload = corpus.audio_only(tmp_path)
-    with dg.instance_for_test() as instance:
-        pipeline = Pipeline(instance, tmp_path / "storage")
-        key = pipeline.add(upload)
-        result = pipeline.materialize(key, upload=upload)
+    with processed(upload, tmp_path / "storage") as (pipeline, key, result):
         skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
     manifest = result.output_for_node("video_manifest")
     assert manifest["source"] | {"duration": 2.0} == {

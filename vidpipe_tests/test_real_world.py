@@ -10,7 +10,7 @@ import pytest
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import Pipeline
+from vidpipe_tests.harness import processed
 
 # generator, seconds held, frames per second held (the header says otherwise)
 HELD = [
@@ -43,10 +43,7 @@ def test_what_cannot_be_used_is_refused_in_plain_words(make, reason, tmp_path):
 
 def test_an_audio_track_nothing_can_decode_is_left_out_and_said_so(tmp_path):
     upload = corpus.undecodable_audio(tmp_path)
-    with dg.instance_for_test() as instance:
-        pipeline = Pipeline(instance, tmp_path / "storage")
-        key = pipeline.add(upload)
-        result = pipeline.materialize(key, upload=upload)
+    with processed(upload, tmp_path / "storage") as (pipeline, key, result):
         assert result.success
         metadata = pipeline.latest_metadata(dg.AssetKey("source_video"), key)
     assert metadata["has_audio"] is False

@@ -160,8 +160,7 @@ def parse_probe(data: dict, *, path: str) -> VideoInfo:
     fmt = data.get("format", {})
     streams = [s for s in data.get("streams", []) if has_decoder(s)]
     ignored = tuple(
-        f"{s['codec_type']} stream {s.get('index')} is in a format ffmpeg cannot decode "
-        f"({format_tag(s)}): left out"
+        f"{s['codec_type']} stream {s.get('index')} is in a format ffmpeg cannot decode ({format_tag(s)}): left out"
         for s in data.get("streams", [])
         if s.get("codec_type") in ("video", "audio") and not has_decoder(s)
     )
