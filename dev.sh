@@ -44,15 +44,14 @@ case "${1:-}" in
     install_system_packages
     install_python_packages
     prepare_dagster_home
-    host=${VIDPIPE_HOST:-127.0.0.1}
-    port=${VIDPIPE_PORT:-3000}
-    echo "vidpipe UI:     http://$host:$port"
+    export VIDPIPE_HOST=${VIDPIPE_HOST:-127.0.0.1}
+    export VIDPIPE_PORT=${VIDPIPE_PORT:-3000}
+    echo "vidpipe UI:     http://$VIDPIPE_HOST:$VIDPIPE_PORT"
     echo "upload inbox:   $VIDPIPE_INBOX   (drop videos here, or: .venv/bin/vidpipe upload FILE)"
     echo "outputs:        $VIDPIPE_STORAGE"
-    # Run from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder
-    # that is not the instance's own (this repo's is linked into DAGSTER_HOME instead).
-    cd "$DAGSTER_HOME"
-    exec "$PROJECT_DIR/.venv/bin/dagster" dev -w "$PROJECT_DIR/workspace.yaml" -h "$host" -p "$port"
+    # `dagster dev` under vidpipe's supervisor (vidpipe/service.py), so that one SIGTERM or
+    # Ctrl-C stops it with every run worker and ffmpeg it started, even from a script.
+    exec "$PROJECT_DIR/.venv/bin/vidpipe-service" dev
     ;;
   test)
     shift

@@ -48,3 +48,30 @@ def settle_seconds() -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"VIDPIPE_SETTLE_SECONDS must be a number of seconds, not {text!r}") from None
+
+
+def workspace_file() -> Path:
+    """``VIDPIPE_WORKSPACE``: the Dagster workspace file that tells the webserver and daemon where the code is."""
+    return Path(os.environ.get("VIDPIPE_WORKSPACE") or PROJECT_DIR / "workspace.yaml").resolve()
+
+
+def ui_host() -> str:
+    """``VIDPIPE_HOST``: the address the Dagster UI listens on."""
+    return os.environ.get("VIDPIPE_HOST") or "127.0.0.1"
+
+
+def ui_port() -> int:
+    """``VIDPIPE_PORT``: the port of the Dagster UI."""
+    return _port("VIDPIPE_PORT", 3000)
+
+
+def code_server_port() -> int:
+    """``VIDPIPE_CODE_SERVER_PORT``: the loopback port of the code server (``deploy/workspace.yaml`` reads it too)."""
+    return _port("VIDPIPE_CODE_SERVER_PORT", 4000)
+
+
+def _port(variable: str, default: int) -> int:
+    text = os.environ.get(variable) or str(default)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{variable} must be a port number (1-65535), not {text!r}")
+    return int(text)

@@ -31,3 +31,9 @@ def phone_clip(clips) -> Path:
 def tiny_clip(clips) -> Path:
     """Smaller than the lowest rung, with odd dimensions (4:4:4, since 4:2:0 needs even ones)."""
     return make_clip(clips / "tiny.mp4", size="201x113", seconds=1, audio=False, pix_fmt="yuv444p")
+
+
+@pytest.fixture(scope="session")
+def long_clip(clips) -> Path:
+    """10 s 640x360: its encode takes a few seconds, long enough to stop or crash vidpipe in the middle of it."""
+    return make_clip(clips / "long.mp4", seconds=10)

@@ -78,7 +78,10 @@ def test_names_that_are_not_utf8_or_very_long_get_one_line_not_a_traceback(tiny_
     assert (again.returncode, again.stdout, again.stderr) == (1, "", f"error: {'l' * 199}…: File name too long\n")
 
     missing = subprocess.run([VIDPIPE, "process", odd + b"x", "--out", str(tmp_path)], capture_output=True)
-    assert (missing.returncode, missing.stderr) == (1, f"error: no such file: {tmp_path}/caf\\xe9 \\xff.mp4x\n".encode())
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"error: no such file: {tmp_path}/caf\\xe9 \\xff.mp4x\n".encode(),
+    )
 
 
 def run_on_terminal(*args) -> tuple[int, str, str]:

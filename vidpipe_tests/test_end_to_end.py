@@ -23,12 +23,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
+
+from vidpipe.processes import process_start_time
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -83,6 +85,42 @@ class DagsterStack:
     url: str
     processes: dict[str, subprocess.Popen]
     logs: dict[str, Path]
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO_ROOT
+
+    def start_all(self, log_suffix: str = "") -> None:
+        """Start every command (again, after a stop or a crash) on the same instance, inbox and storage.
+
+        Logs are written beside ``DAGSTER_HOME``, one per command and start.
+        """
+        for name in self.commands:
+            self.start_one(name, log_suffix)
+
+    def start_one(self, name: str, log_suffix: str = "") -> None:
+        log = self.logs[name + log_suffix] = Path(self.env["DAGSTER_HOME"]).parent / f"{name}{log_suffix}.log"
+        self.processes[name] = start(self.commands[name], self.env, log, self.cwd)
+
+    def running_processes(self) -> list[int]:
+        """Every live process of this stack, ffmpeg and run workers included: they inherit its DAGSTER_HOME."""
+        marker = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            except OSError:  # gone, or not ours to read
+                continue
+            if marker in environment and process_start_time(int(entry.name)) is not None:  # None: a zombie
+                found.append(int(entry.name))
+        return found
+
+    def crash(self) -> None:
+        """kill -9 every process group of the stack at once, as a power cut or the OOM killer would."""
+        groups = {os.getpgid(pid) for pid in self.running_processes()} - {os.getpgrp()}
+        for group in groups:
+            os.killpg(group, signal.SIGKILL)
+        for process in self.processes.values():
+            process.wait()
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -118,11 +156,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def signal_groups(processes: list[subprocess.Popen], sig: signal.Signals) -> None:
@@ -199,16 +235,16 @@ def dagster_stack(tmp_path, monkeypatch) -> Iterator[DagsterStack]:
         "daemon": [str(BIN_DIR / "dagster-daemon"), "run", "-w", "workspace.yaml"],
         "webserver": [str(BIN_DIR / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
     }
-    logs = {name: tmp_path / f"{name}.log" for name in commands}
     # Creating the instance first sets up its storage before two processes race to.
     with DagsterInstance.get() as instance:
-        processes: dict[str, subprocess.Popen] = {}
+        stack = DagsterStack(
+            instance, inbox, storage, f"http://127.0.0.1:{port}", {}, {}, commands=commands, env=dict(os.environ)
+        )
         try:
-            for name, argv in commands.items():
-                processes[name] = start(argv, dict(os.environ), logs[name])
-            yield DagsterStack(instance, inbox, storage, f"http://127.0.0.1:{port}", processes, logs)
+            stack.start_all()
+            yield stack
         finally:
-            stop(list(processes.values()))
+            stop(list(stack.processes.values()))
 
 
 def upload(clip: Path, inbox: Path, name: str) -> float:
