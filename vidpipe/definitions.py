@@ -6,7 +6,8 @@ import dagster as dg
 
 from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
-from vidpipe.defs.executor import step_executor
+from vidpipe.defs.console import operator_console
+from vidpipe.defs.executor import executor_run_config, step_executor
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
@@ -24,11 +25,13 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         PROCESS_JOB_NAME,
         selection=dg.AssetSelection.all(),
         description="Everything vidpipe makes from one uploaded video.",
+        config=executor_run_config(in_one_process=False),  # backfills and the Launchpad
     )
     return dg.Definitions(
         assets=build_assets(ladder),
         executor=step_executor,
         jobs=[process_video],
+        loggers={"console": operator_console},
         sensors=[build_upload_sensor(process_video), failed_video_runs],
         resources={
             "storage": fixed_by_deployment(LocalVideoStorage(root=str(settings.storage_dir()))),

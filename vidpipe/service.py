@@ -58,7 +58,9 @@ def part_command(part: str) -> list[str]:
     bin_dir = os.path.dirname(sys.executable)
     match part:
         case "dev":
-            return [f"{bin_dir}/dagster", "dev", "-w", str(settings.workspace_file()), *_ui_address()]
+            # Warnings and errors of the daemon and webserver; runs print their own progress and outcome.
+            dev = [f"{bin_dir}/dagster", "dev", "--log-level", "warning"]
+            return [*dev, "-w", str(settings.workspace_file()), *_ui_address()]
         case "code-server":
             return [
                 f"{bin_dir}/dagster",

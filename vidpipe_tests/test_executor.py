@@ -32,7 +32,7 @@ def process_video_job() -> dg.JobDefinition:
 
 
 @pytest.mark.parametrize("in_one_process", [False, True], ids=["process per step", "one process"])
-def test_a_video_run_executes_its_steps_as_its_run_config_says(storage, silent_clip, in_one_process):
+def test_a_video_run_executes_its_steps_as_its_run_config_says(storage, silent_clip, in_one_process, capfd):
     key = partition_key(silent_clip.name, sha256_file(silent_clip))
     shutil.rmtree(storage / key, ignore_errors=True)
     with dg.instance_for_test() as instance:
@@ -52,6 +52,33 @@ def test_a_video_run_executes_its_steps_as_its_run_config_says(storage, silent_c
     else:
         assert len(set(step_pids.values()) | {run_pid}) == len(STEPS) + 1
     assert (storage / key / "manifest.json").is_file()
+    # The console shows what an operator follows; Dagster's DEBUG events stay in the event log.
+    console = capfd.readouterr().err
+    assert f"video {key} ('silent.mp4') is ready: " in console
+    # (Step processes announce themselves before they read the run config: one line each.)
+    assert [line for line in console.splitlines() if "DEBUG" in line and "STEP_WORKER_STARTED" not in line] == []
+    assert any(event.event_type_value == "STEP_OUTPUT" for event in result.all_events)
+
+
+def test_a_refused_upload_prints_one_line_with_its_reason(storage, clips, capfd):
+    notes = clips / "notes.mp4"
+    notes.write_text("not a video\n")
+    key = partition_key(notes.name, sha256_file(notes))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("videos", [key])
+        result = dg.execute_job(
+            dg.reconstructable(process_video_job),
+            instance=instance,
+            tags={"dagster/partition": key, **upload_tags(notes.name)},
+            run_config=executor_run_config(in_one_process=True),
+        )
+    assert not result.success
+    console = capfd.readouterr().err.splitlines()
+    assert [line[9:] for line in console if " ERROR " in line] == [
+        f"ERROR   {key} source_video: failed: not a video: the file is text",
+        f"ERROR   {key} run: Execution of run for \"process_video\" failed. Steps failed: ['source_video'].",
+    ]
+    assert not [line for line in console if "Traceback" in line or "Stack Trace" in line]
 
 
 def test_step_processes_preload_the_classes_of_the_instance_they_open(tmp_path):

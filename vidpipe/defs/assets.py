@@ -286,6 +286,7 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         ],
     )
     def video_manifest(
+        context: dg.AssetExecutionContext,
         source_video: SourceVideo,
         thumbnail: list[ThumbnailFile],
         storage: VideoStorage,
@@ -301,6 +302,10 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         manifest = build_manifest(source_video, produced, thumbnail, manifest_dir)
         path = manifest_dir / "manifest.json"
         write_atomically(path, json.dumps(manifest, indent=2).encode())
+        context.log.info(
+            f"video {source_video.key} ('{source_video.name}') is ready: {len(manifest['renditions'])} renditions, "
+            f"{len(manifest['thumbnails'])} thumbnails, manifest at {path}"
+        )
         yield dg.Output(
             manifest,
             metadata={

@@ -31,6 +31,15 @@ step_executor = dg.multi_or_in_process_executor.configured(
 )
 
 
+CONSOLE_LOG_LEVEL = "INFO"
+"""What a run prints on the console (``console.operator_console``): progress, each video's outcome, warnings
+and errors. (A run config without a ``loggers`` section gets Dagster's own DEBUG console instead, whatever
+the job's defaults say, so every run config carries it.)"""
+
+
 def executor_run_config(*, in_one_process: bool) -> dict:
-    """Run config choosing how a run of a job that uses ``step_executor`` executes its steps."""
-    return {"execution": {"config": {"in_one_process": in_one_process}}}
+    """Run config choosing how a run of a job that uses ``step_executor`` executes its steps, and its console level."""
+    return {
+        "execution": {"config": {"in_one_process": in_one_process}},
+        "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
+    }

@@ -1,0 +1,61 @@
+"""What a run prints on the console: one line per message, for the operator watching it.
+
+Dagster's own console logger prints every event and a stack trace with each failure; the full
+record stays in the run's event log in the UI. This logger prints what an operator follows:
+progress, each video's outcome, and a failure as the one line a person reads in the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import dagster as dg
+
+from vidpipe.defs.assets import PARTITION_TAG, failure_reason
+
+LOG_RECORD_METADATA = "dagster_meta"
+"""The attribute Dagster's log handler puts on each record (``dagster._core.log_manager.LOG_RECORD_METADATA_ATTR``,
+a public ``logging.LogRecord`` attribute; ``vidpipe_tests/test_executor.py`` checks the output)."""
+
+
+class OperatorFormatter(logging.Formatter):
+    """``09:16:06 ERROR   broken-b72506e22edc source_video: failed: the file holds 0.7 s of video …``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, LOG_RECORD_METADATA, None) or {}
+        event = meta.get("dagster_event")
+        message = meta.get("orig_message") or record.getMessage()
+        if event is not None and event.is_step_failure:
+            message = f"failed: {failure_reason(event)}"
+        lines = message.strip().splitlines()
+        video = (meta.get("job_tags") or {}).get(PARTITION_TAG, "-")
+        where = meta.get("step_key") or "run"
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{when} {record.levelname:<7} {video} {where}: {lines[0] if lines else ''}"
+
+
+SKIPPED_STEP_MESSAGE = "Dependencies for step "
+"""How Dagster's engine begins the error it logs for a step skipped after an upstream failure."""
+
+
+def not_a_skip(record: logging.LogRecord) -> bool:
+    """Steps skipped because an earlier one failed say nothing new: the failure has its line."""
+    meta = getattr(record, LOG_RECORD_METADATA, None) or {}
+    return meta.get("dagster_event") is not None or not str(meta.get("orig_message", "")).startswith(
+        SKIPPED_STEP_MESSAGE
+    )
+
+
+@dg.logger(
+    {"log_level": dg.Field(str, default_value="INFO", description="DEBUG, INFO, WARNING or ERROR")},
+    description="One line per message on stderr: progress, outcomes, failures without stack traces.",
+)
+def operator_console(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("vidpipe", level=init_context.logger_config["log_level"].upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OperatorFormatter())
+    handler.addFilter(not_a_skip)
+    logger.addHandler(handler)
+    return logger
