@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from vidpipe import settings
 from vidpipe.inbox import readable_name
 from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
-from vidpipe.media.keys import partition_key
+from vidpipe.media.keys import is_partition_key, partition_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     process.add_argument("file", type=Path)
     process.add_argument("--out", type=Path, required=True, help="output root; the video lands in OUT/<key>/")
     process.add_argument("--verbose", action="store_true", help="show Dagster's run log on stderr")
+    rerun = commands.add_parser("rerun", help="process videos again (a backfill) on the instance in $DAGSTER_HOME")
+    rerun.add_argument("videos", nargs="+", metavar="VIDEO", help="video keys, e.g. holiday-0123456789ab")
     args = parser.parse_args(argv)
     try:
+        if args.command == "rerun":
+            return rerun_videos(args.videos)
         if args.command == "upload":
             for path in args.files:
                 # The exact bytes of the name, so scripts can use it whatever its encoding.
@@ -138,6 +143,27 @@ def upload_file(path: Path, inbox: Path) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return target
+
+
+def rerun_videos(keys: list[str]) -> int:
+    """Launch a backfill of ``process_video`` for ``keys`` on the project's instance; the daemon runs it.
+
+    The instance is ``$DAGSTER_HOME``, or the project's ``data/dagster_home`` (what ``./dev.sh run`` uses).
+    """
+    home = settings.dagster_home()
+    if not (home / "dagster.yaml").exists():
+        raise UserFacingError(
+            f"no vidpipe instance in {home}: start vidpipe once (./dev.sh run), or set DAGSTER_HOME to its folder"
+        )
+    unknown = [key for key in keys if not is_partition_key(key)]
+    if unknown:
+        raise UserFacingError(f"not a video key: {', '.join(unknown)} (keys look like holiday-0123456789ab)")
+    from vidpipe.definitions import PROCESS_JOB_NAME
+
+    dagster = Path(sys.executable).with_name("dagster")
+    argv = [str(dagster), "job", "backfill", "-w", str(settings.workspace_file()), "-j", PROCESS_JOB_NAME]
+    argv += ["--partitions", ",".join(keys), "--noprompt"]
+    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=home).returncode
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:

@@ -9,6 +9,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_DIR / "data"
 
 
+def dagster_home() -> Path:
+    """``DAGSTER_HOME``: the Dagster instance's folder; ``./dev.sh run`` uses ``data/dagster_home`` in the project."""
+    return Path(os.environ.get("DAGSTER_HOME") or DATA_DIR / "dagster_home").resolve()
+
+
 def inbox_dir() -> Path:
     """``VIDPIPE_INBOX``: the folder uploads are dropped into."""
     return Path(os.environ.get("VIDPIPE_INBOX") or DATA_DIR / "inbox").resolve()

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+
+from vidpipe.defs.sensors import rerun_command
+
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 
 
@@ -119,3 +123,33 @@ def test_when_not_on_a_terminal_nothing_but_the_result_is_printed(tiny_clip, tmp
     assert done.returncode == 0 and done.stderr == ""
     uploaded = run_vidpipe("upload", "--inbox", str(tmp_path / "inbox"), str(tiny_clip))
     assert uploaded.stderr == "" and uploaded.stdout == f"{tmp_path / 'inbox' / 'tiny.mp4'}\n"
+
+
+def test_the_rerun_line_of_the_failure_log_runs_as_pasted(tmp_path, monkeypatch):
+    """``failed_runs.jsonl``'s command names the venv and the instance: pasted anywhere, it queues the re-run."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(Path(__file__).resolve().parent.parent / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    key = "holiday-0123456789ab"
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("videos", [key])
+        line = rerun_command(key)
+        monkeypatch.delenv("DAGSTER_HOME")
+        done = subprocess.run(["bash", "-c", line], cwd="/", capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        [run] = instance.get_runs()
+    assert run.tags["dagster/partition"] == key and "dagster/backfill" in run.tags
+    assert run.job_name == "process_video"
+
+
+def test_rerun_says_what_to_set_when_there_is_no_instance(tmp_path):
+    done = run_vidpipe("rerun", "holiday-0123456789ab", env={**os.environ, "DAGSTER_HOME": str(tmp_path / "none")})
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: no vidpipe instance in {tmp_path / 'none'}: start vidpipe once (./dev.sh run), "
+        "or set DAGSTER_HOME to its folder\n",
+    )
+    (tmp_path / "dagster.yaml").write_text("")
+    bad = run_vidpipe("rerun", "../etc", env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert (bad.returncode, bad.stderr) == (1, "error: not a video key: ../etc (keys look like holiday-0123456789ab)\n")

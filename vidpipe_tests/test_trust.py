@@ -154,7 +154,7 @@ def test_the_failure_log_quotes_the_command_that_reruns_a_video(pipeline):
     result = pipeline.materialize("../x y", raise_on_error=False)
     evaluate_failed_video_runs(pipeline, result)
     [entry] = [json.loads(line) for line in (pipeline.storage_root / "failed_runs.jsonl").read_text().splitlines()]
-    assert entry["rerun"] == "dagster job backfill -w workspace.yaml -j process_video --partitions '../x y' --noprompt"
+    assert entry["rerun"].endswith("/vidpipe rerun '../x y'")
     assert entry["reason"].startswith('source_video: "../x y" is not a video key')
 
 

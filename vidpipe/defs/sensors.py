@@ -1,10 +1,13 @@
 """The upload sensor: one partition and one run per new video in the inbox."""
 
 import shlex
+import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
+from vidpipe import settings
 from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, videos
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.resources import InboxResource, VideoStorage
@@ -104,6 +107,13 @@ def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunReques
     )
 
 
+def rerun_command(key: str) -> str:
+    """The shell command that re-runs ``key`` on this process's instance (``vidpipe rerun``), runnable as
+    pasted from anywhere: the venv's ``vidpipe`` and the instance's folder spelled out."""
+    vidpipe = shlex.quote(str(Path(sys.executable).with_name("vidpipe")))
+    return f"DAGSTER_HOME={shlex.quote(str(settings.dagster_home()))} {vidpipe} rerun {shlex.quote(key)}"
+
+
 @dg.run_failure_sensor(name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING)
 def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage) -> None:
     """Records every run that failed for good (sensor, backfill or manual) with its reason and how to re-run it.
@@ -124,9 +134,7 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
             "job": context.dagster_run.job_name,
             "video": video,
             "reason": reason,
-            "rerun": f"dagster job backfill -w workspace.yaml -j process_video --partitions {shlex.quote(video)} --noprompt"
-            if video
-            else None,
+            "rerun": rerun_command(video) if video else None,
         }
     )
     context.log.warning(f"run {context.dagster_run.run_id} for video {video} failed: {reason}")
