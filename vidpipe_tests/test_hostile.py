@@ -143,6 +143,8 @@ def test_failed_runs_are_recorded_for_operators_with_how_to_rerun(pipeline, tmp_
     assert entry["video"] == key
     assert entry["reason"] == "source_video: not a video: the file is text"
     assert entry["rerun"].endswith(f"/vidpipe rerun {key}")  # runnable as pasted: test_cli.py runs one
+    # The runs list in the UI shows tags: the reason is one.
+    assert pipeline.instance.get_run_by_id(result.run_id).tags["vidpipe/failure"] == entry["reason"]
 
 
 def test_a_stuck_encode_is_stopped_retried_and_then_failed_with_a_clear_message(tmp_path, landscape_clip):

@@ -14,6 +14,8 @@ from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor, Upload
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
 
+FAILURE_TAG = "vidpipe/failure"
+FAILURE_TAG_CHARS = 200
 WILL_RETRY_TAG = "dagster/will_retry"
 """Set by Dagster on a failed run: whether the instance's run retries will re-run it."""
 
@@ -119,12 +121,15 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
     """Records every run that failed for good (sensor, backfill or manual) with its reason and how to re-run it.
 
     The record is a line of ``failed_runs.jsonl`` in storage, for operators and scripts;
-    the UI shows the same runs under Runs → Failed and the partitions as failed. A run that
+    the UI shows the same runs under Runs → Failed, with the reason as the run's
+    ``vidpipe/failure`` tag, and the partitions as failed. A run that
     Dagster re-runs automatically (its worker was lost) is not recorded: its retry's outcome is.
     """
     video = context.dagster_run.tags.get("dagster/partition")
     reasons = [f"{event.step_key}: {failure_reason(event)}" for event in context.get_step_failure_events()]
     reason = "; ".join(reasons) or (context.failure_event.message or "the run failed")
+    # The runs list shows tags, not failure messages: the reason where a person looks first.
+    context.instance.add_run_tags(context.dagster_run.run_id, {FAILURE_TAG: _shortened(reason)})
     if context.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {context.dagster_run.run_id} for video {video} failed ({reason}); it is re-run")
         return
@@ -138,3 +143,7 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
         }
     )
     context.log.warning(f"run {context.dagster_run.run_id} for video {video} failed: {reason}")
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= FAILURE_TAG_CHARS else text[: FAILURE_TAG_CHARS - 1] + "…"
