@@ -163,7 +163,7 @@ def rerun_videos(keys: list[str]) -> int:
     dagster = Path(sys.executable).with_name("dagster")
     argv = [str(dagster), "job", "backfill", "-w", str(settings.workspace_file()), "-j", PROCESS_JOB_NAME]
     argv += ["--partitions", ",".join(keys), "--noprompt"]
-    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=home).returncode
+    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=home, check=False).returncode
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:

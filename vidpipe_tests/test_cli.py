@@ -16,8 +16,8 @@ from vidpipe.defs.sensors import rerun_command
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 
 
-def run_vidpipe(*args, env=None):
-    return subprocess.run([VIDPIPE, *args], capture_output=True, text=True, timeout=180, env=env)
+def run_vidpipe(*args, env=None, text=True):
+    return subprocess.run([VIDPIPE, *args], capture_output=True, text=text, timeout=180, env=env, check=False)
 
 
 def test_process_writes_every_output_and_prints_the_manifest(tiny_clip, tmp_path):
@@ -65,7 +65,7 @@ def test_upload_copies_atomically_and_never_overwrites(tiny_clip, tmp_path):
 def test_names_that_are_not_utf8_or_very_long_get_one_line_not_a_traceback(tiny_clip, tmp_path):
     odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9 \xff.mp4")
     shutil.copyfile(tiny_clip, odd)
-    done = subprocess.run([VIDPIPE, "process", odd, "--out", str(tmp_path / "out")], capture_output=True, timeout=180)
+    done = run_vidpipe("process", odd, "--out", str(tmp_path / "out"), text=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["source"]["name"] == "caf\\xe9 \\xff.mp4"
 
@@ -81,7 +81,7 @@ def test_names_that_are_not_utf8_or_very_long_get_one_line_not_a_traceback(tiny_
     again = run_vidpipe("upload", "--inbox", str(inbox), str(longest))
     assert (again.returncode, again.stdout, again.stderr) == (1, "", f"error: {'l' * 199}…: File name too long\n")
 
-    missing = subprocess.run([VIDPIPE, "process", odd + b"x", "--out", str(tmp_path)], capture_output=True)
+    missing = run_vidpipe("process", odd + b"x", "--out", str(tmp_path), text=False)
     assert (missing.returncode, missing.stderr) == (
         1,
         f"error: no such file: {tmp_path}/caf\\xe9 \\xff.mp4x\n".encode(),
@@ -136,7 +136,7 @@ def test_the_rerun_line_of_the_failure_log_runs_as_pasted(tmp_path, monkeypatch)
         instance.add_dynamic_partitions("videos", [key])
         line = rerun_command(key)
         monkeypatch.delenv("DAGSTER_HOME")
-        done = subprocess.run(["bash", "-c", line], cwd="/", capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["bash", "-c", line], cwd="/", capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         [run] = instance.get_runs()
     assert run.tags["dagster/partition"] == key and "dagster/backfill" in run.tags
@@ -147,8 +147,10 @@ def test_rerun_says_what_to_set_when_there_is_no_instance(tmp_path):
     done = run_vidpipe("rerun", "holiday-0123456789ab", env={**os.environ, "DAGSTER_HOME": str(tmp_path / "none")})
     assert (done.returncode, done.stderr) == (
         1,
-        f"error: no vidpipe instance in {tmp_path / 'none'}: start vidpipe once (./dev.sh run), "
-        "or set DAGSTER_HOME to its folder\n",
+        (
+            f"error: no vidpipe instance in {tmp_path / 'none'}: start vidpipe once (./dev.sh run), "
+            "or set DAGSTER_HOME to its folder\n"
+        ),
     )
     (tmp_path / "dagster.yaml").write_text("")
     bad = run_vidpipe("rerun", "../etc", env={**os.environ, "DAGSTER_HOME": str(tmp_path)})

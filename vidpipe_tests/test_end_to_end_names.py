@@ -25,7 +25,7 @@ from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fi
 BAD_NAME = b"holiday \xff\xfe\nclip.mp4"
 
 
-def test_a_bad_name_beside_good_ones_every_upload_is_processed(dagster_stack, tiny_clip, silent_clip, phone_clip):
+def test_a_bad_name_beside_good_ones_every_upload_is_processed(dagster_stack, tiny_clip, silent_clip, phone_clip):  # noqa: F811
     stack = dagster_stack
 
     def fail_fast() -> None:

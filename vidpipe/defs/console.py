@@ -53,7 +53,8 @@ def not_a_skip(record: logging.LogRecord) -> bool:
     description="One line per message on stderr: progress, outcomes, failures without stack traces.",
 )
 def operator_console(init_context: dg.InitLoggerContext) -> logging.Logger:
-    logger = logging.Logger("vidpipe", level=init_context.logger_config["log_level"].upper())
+    # A logger of its own per run (not logging.getLogger's shared one), so handlers never pile up.
+    logger = logging.Logger("vidpipe", level=init_context.logger_config["log_level"].upper())  # noqa: LOG001
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OperatorFormatter())
     handler.addFilter(not_a_skip)
