@@ -11,7 +11,7 @@ from vidpipe import settings
 from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, videos
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.resources import InboxResource, VideoStorage
-from vidpipe.inbox import InboxCursor, Upload
+from vidpipe.inbox import InboxCursor, Upload, readable_name
 from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
 
 FAILURE_TAG = "vidpipe/failure"
@@ -54,7 +54,7 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
             time.sleep(max(scan.settled_in_seconds, 0))
             scan = scan.then(inbox.scan(scan.cursor))
         for name, reason in scan.unreadable.items():
-            context.log.warning(f"cannot read '{name}' in the inbox: {reason}")
+            context.log.warning(f"cannot read '{readable_name(name)}' in the inbox: {reason}")
         if scan.waiting:
             context.log.info(f"{len(scan.waiting)} upload(s) still being written or queued for the next tick")
         requests: list[dg.RunRequest] = []
