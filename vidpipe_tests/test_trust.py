@@ -6,6 +6,7 @@ program or write outside its storage.
 """
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
 from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
 from vidpipe.defs.resources import LocalVideoStorage
+from vidpipe.media.errors import UploadError
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
 
@@ -175,3 +177,9 @@ def test_withdrawing_a_refused_video_leaves_only_the_original_and_its_records(tm
     (tmp_path / key / "thumbnails").mkdir()
     storage.withdraw_outputs(key)
     assert sorted(p.name for p in (tmp_path / key).iterdir()) == ["rejection.json", "source.json", "source.mp4"]
+
+
+def test_an_error_about_a_file_whose_name_is_not_utf8_can_be_shown(tmp_path):
+    error = UploadError("the upload changed after it was seen", path=os.fsdecode(b"/inbox/caf\xe9.mp4"))
+    assert error.context()["file"] == "/inbox/caf\\xe9.mp4"
+    error.context()["file"].encode("utf-8")  # the event log stores UTF-8: a lone surrogate would fail here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 
@@ -24,7 +25,8 @@ class VidpipeError(Exception):
         """Context for logs and UI metadata."""
         ctx = {"error": type(self).__name__, "message": self.message}
         if self.path:
-            ctx["file"] = self.path
+            # A file name need not be UTF-8; the event log and the UI need text.
+            ctx["file"] = os.fsencode(self.path).decode("utf-8", errors="backslashreplace")
         if self.stderr_tail:
             ctx["stderr_tail"] = "\n".join(self.stderr_tail)
         return ctx
