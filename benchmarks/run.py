@@ -30,8 +30,8 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image, ImageDraw
 
-from vidpipe.defs.assets import upload_tags, videos
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.defs.assets import upload_tags, videos
 from vidpipe.inbox import InboxCursor, scan_inbox
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
@@ -341,7 +341,9 @@ def row(scenario, what, measured, baseline, sense, target, absolute_target=None)
 
 
 def machine() -> dict:
-    ffmpeg_version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    ffmpeg_version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True).stdout.split(
+        "\n"
+    )[0]
     return {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),

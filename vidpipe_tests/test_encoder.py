@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
-from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolTimeoutError
+from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.tools import run_tool

@@ -13,8 +13,8 @@ from vidpipe.definitions import build_assets
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
-from vidpipe_tests.media import stream
 from vidpipe_tests.harness import Pipeline, step_failures
+from vidpipe_tests.media import stream
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
 
@@ -92,10 +92,8 @@ def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_vide
         handle.write(b"junk")
     (copy / manifest["thumbnails"][0]["path"]).unlink()
     problems = manifest_problems(manifest, copy)
-    assert problems[0] == "h264_240p: %d bytes on disk, %d listed" % (
-        manifest["renditions"][1]["bytes"] + 4,
-        manifest["renditions"][1]["bytes"],
-    )
+    listed = manifest["renditions"][1]["bytes"]
+    assert problems[0] == f"h264_240p: {listed + 4} bytes on disk, {listed} listed"
     assert problems[1:] == [
         "vp9_360p: renditions/vp9_360p.webm is missing",
         f"thumbnail {manifest['thumbnails'][0]['path']} is missing",

@@ -6,9 +6,9 @@ import json
 import re
 import shutil
 from abc import abstractmethod
-from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import ffmpeg
 
+from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
-from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError
 from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
 from vidpipe.media.tools import run_tool
 from vidpipe.media.validate import Limits, clock

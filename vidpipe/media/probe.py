@@ -237,7 +237,7 @@ def _rotation(stream: dict) -> int:
 
 
 def _snap(degrees: float) -> int:
-    return int(round(degrees / 90.0)) * 90 % 360
+    return round(degrees / 90.0) * 90 % 360
 
 
 def _ratio(text: str | None, default: Fraction = Fraction(0)) -> Fraction:

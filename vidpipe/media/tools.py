@@ -51,7 +51,8 @@ def run_tool(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            # Only a prctl call between fork and exec: none of the locks preexec_fn can deadlock on.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
     except FileNotFoundError as exc:
         raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject) from exc
