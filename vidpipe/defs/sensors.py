@@ -12,7 +12,7 @@ from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, vide
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor, Upload, readable_name
-from vidpipe.media.keys import HASH_CHARS, content_hash_of, partition_key
+from vidpipe.media.keys import content_hash_of, partition_key, short_hash
 
 FAILURE_TAG = "vidpipe/failure"
 FAILURE_TAG_CHARS = 200
@@ -61,13 +61,12 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         new_keys: list[str] = []
         if scan.uploads:
             known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(videos.name)}
-            taken = _videos_with_runs(
-                context.instance, [known[u.sha256[:HASH_CHARS]] for u in scan.uploads if u.sha256[:HASH_CHARS] in known]
-            )
-            for upload in scan.uploads:
-                key = known.get(upload.sha256[:HASH_CHARS])
+            content = [short_hash(upload.sha256) for upload in scan.uploads]
+            taken = _videos_with_runs(context.instance, [known[c] for c in content if c in known])
+            for upload, upload_content in zip(scan.uploads, content):
+                key = known.get(upload_content)
                 if key is None:
-                    key = known[upload.sha256[:HASH_CHARS]] = partition_key(upload.name, upload.sha256)
+                    key = known[upload_content] = partition_key(upload.name, upload.sha256)
                     new_keys.append(key)
                 reason = taken.get(key) or storage.rejection_reason(key)
                 if reason:
@@ -125,7 +124,7 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
     ``vidpipe/failure`` tag, and the partitions as failed. A run that
     Dagster re-runs automatically (its worker was lost) is not recorded: its retry's outcome is.
     """
-    video = context.dagster_run.tags.get("dagster/partition")
+    video = context.dagster_run.tags.get(PARTITION_TAG)
     reasons = [f"{event.step_key}: {failure_reason(event)}" for event in context.get_step_failure_events()]
     reason = "; ".join(reasons) or (context.failure_event.message or "the run failed")
     # The runs list shows tags, not failure messages: the reason where a person looks first.

@@ -23,10 +23,14 @@ def slugify(filename: str) -> str:
     return slug[:MAX_SLUG_CHARS].rstrip("-")
 
 
+def short_hash(sha256: str) -> str:
+    """The part of a content hash that partition keys carry."""
+    return sha256[:HASH_CHARS]
+
+
 def partition_key(filename: str, sha256: str) -> str:
     slug = slugify(filename)
-    short_hash = sha256[:HASH_CHARS]
-    return f"{slug}-{short_hash}" if slug else short_hash
+    return f"{slug}-{short_hash(sha256)}" if slug else short_hash(sha256)
 
 
 def content_hash_of(key: str) -> str:
