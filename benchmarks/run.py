@@ -117,7 +117,7 @@ def classic_pipeline(source: Path, scratch: Path) -> float:
     info = probe(source)
     started = time.perf_counter()
     for plan in plan_ladder(info).renditions:
-        run_encode(build_encode_command(source, info, [plan], scratch), duration=info.duration, timeout=3600)
+        run_encode(build_encode_command(source, info, [plan], scratch), info, timeout=3600)
     run_tool(poster_command(source, info), timeout=60)
     return time.perf_counter() - started
 
@@ -221,7 +221,7 @@ def raw_loop(clips: list[Path], scratch: Path) -> float:
     for clip in clips:
         info = probe(clip)
         run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch),
-                   duration=info.duration, timeout=3600)  # fmt: skip
+                   info, timeout=3600)  # fmt: skip
         run_tool(poster_command(clip, info), timeout=60)
     return time.perf_counter() - started
 
@@ -286,7 +286,7 @@ from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 src, out = Path(sys.argv[1]), Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 info = probe(src)
-run_encode(build_encode_command(src, info, list(plan_ladder(info).renditions), out), duration=info.duration, timeout=3600)
+run_encode(build_encode_command(src, info, list(plan_ladder(info).renditions), out), info, timeout=3600)
 """
 THUMBNAIL_STEP = """
 import sys; from pathlib import Path

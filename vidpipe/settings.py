@@ -30,6 +30,7 @@ LIMIT_VARIABLES = {
     "VIDPIPE_MAX_DURATION_SECONDS": ("max_duration_seconds", float),
     "VIDPIPE_MAX_FILE_BYTES": ("max_file_bytes", int),
     "VIDPIPE_MAX_STREAMS": ("max_streams", int),
+    "VIDPIPE_MAX_DAMAGED_FRACTION": ("max_damaged_fraction", float),
 }
 
 

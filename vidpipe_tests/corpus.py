@@ -255,3 +255,35 @@ def undecodable_audio(folder: Path) -> Path:
     codec = data.find(b"A_AAC")
     data[codec : codec + 5] = b"A_ZZZ"
     return _file(path, bytes(data))
+
+
+def _packet_offsets(path: Path, streams: str) -> list[int]:
+    """Where each packet of ``streams`` (an ffprobe stream specifier) starts in the file."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", streams, "-show_entries", "packet=pos", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [int(line) for line in out.split()]
+
+
+def one_bad_nal_unit(folder: Path) -> Path:
+    """3 s of H.264 in MP4 whose 46th frame's NAL length field is garbage: "Error splitting the input
+    into NAL units" for that frame; every other frame decodes."""
+    path = make_clip(folder / "one-bad-unit.mp4", size="320x240", seconds=3)
+    data = bytearray(path.read_bytes())
+    offset = _packet_offsets(path, "v")[45]
+    data[offset : offset + 4] = b"\x7f\xff\xff\xff"
+    return _file(path, bytes(data))
+
+
+def camera_avi_with_a_damaged_mp3_frame(folder: Path) -> Path:
+    """2 s of 256×144 H.264 and 44.1 kHz MP3 in AVI, as small cameras write, one MP3 frame's header zeroed."""
+    path = _lavfi(
+        folder / "camera.avi", "testsrc2=size=256x144:rate=25:duration=2",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libmp3lame", "-ar", "44100",
+        audio="sine=duration=2:sample_rate=44100",
+    )  # fmt: skip
+    data = bytearray(path.read_bytes())
+    offset = _packet_offsets(path, "a")[40]
+    data[offset : offset + 4] = bytes(4)
+    return _file(path, bytes(data))

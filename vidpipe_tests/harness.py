@@ -117,4 +117,4 @@ def encode_upload(source, out_dir, rungs=None):
     info = inspect_upload(source, Limits())
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [p for p in plan_ladder(info).renditions if rungs is None or p.rung.name in rungs]
-    return info, run_encode(build_encode_command(source, info, plans, out_dir), duration=info.duration, timeout=120)
+    return info, run_encode(build_encode_command(source, info, plans, out_dir), info, timeout=120).outputs

@@ -28,7 +28,7 @@ def encode(source, out_dir, **kwargs):
     info = probe(source)
     plans = list(plan_ladder(info).renditions)
     command = build_encode_command(source, info, plans, out_dir)
-    return info, command, run_encode(command, duration=info.duration, timeout=120, **kwargs)
+    return info, command, run_encode(command, info, timeout=120, **kwargs).outputs
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landsca
     out.mkdir()
     command = build_encode_command(broken, info, list(plan_ladder(info).renditions), out)
     with pytest.raises(ToolFailedError) as err:
-        run_encode(command, duration=info.duration, timeout=60)
+        run_encode(command, info, timeout=60)
     assert err.value.stderr_tail and "0x" not in err.value.message and "failed:" not in err.value.message
     assert err.value.message.startswith("ffmpeg "), err.value.message
     assert list(out.iterdir()) == []
@@ -150,7 +150,7 @@ from vidpipe.media.probe import probe
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
 info = probe(source)
 command = build_encode_command(source, info, list(plan_ladder(info).renditions), out)
-run_encode(command, duration=info.duration, timeout=120)
+run_encode(command, info, timeout=120)
 """
 
 

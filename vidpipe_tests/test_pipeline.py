@@ -48,6 +48,7 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
         "frame_rate": 30.0,
         "has_video": True,
         "has_audio": True,
+        "decoding": {"decode_errors": 0, "frames_damaged": 0, "frames_lost": 0, "audio_packets_lost": 0},
     }
     assert manifest["source"]["rotation"] in (90, 270)
     assert [(r["name"], r["width"], r["height"]) for r in manifest["renditions"]] == [
@@ -77,8 +78,9 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert str(video_dir / "source.mov") in exact and len(exact) == len(argv)
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
-    [check] = result.get_asset_check_evaluations()
-    assert check.passed and check.asset_check_key.name == "manifest_outputs_complete"
+    checks = {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
+    assert set(checks) == {"manifest_outputs_complete", "source_decoded_cleanly"}
+    assert all(check.passed for check in checks.values())
 
 
 def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_video, tmp_path):

@@ -51,3 +51,40 @@ def test_an_audio_track_nothing_can_decode_is_left_out_and_said_so(tmp_path):
     manifest = result.output_for_node("video_manifest")
     assert [r["name"] for r in manifest["renditions"]] == ["h264_240p", "vp9_360p"]
     assert all(r["audio_codec"] is None for r in manifest["renditions"])
+
+
+def checks_of(result) -> dict:
+    return {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
+
+
+def test_one_damaged_unit_is_decoded_past_and_reported_not_refused(tmp_path):
+    upload = corpus.one_bad_nal_unit(tmp_path)
+    with processed(upload, tmp_path / "storage") as (pipeline, key, result):
+        assert result.success
+        rendition = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
+    manifest = result.output_for_node("video_manifest")
+    assert [r["name"] for r in manifest["renditions"]] == ["h264_240p", "vp9_360p"]
+    assert all(r["duration"] == pytest.approx(3.0, abs=0.05) for r in manifest["renditions"])
+    # One frame's NAL unit: the decoder and the parser each say so; ffmpeg loses that frame.
+    decoding = {"decode_errors": 5, "frames_damaged": 0, "frames_lost": 1, "audio_packets_lost": 0}
+    assert manifest["source"]["decoding"] == decoding
+    assert rendition["decoding"] == "decoded with 5 errors, 1 frame lost"
+    check = checks_of(result)["source_decoded_cleanly"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == "decoded with 5 errors, 1 frame lost"
+    assert checks_of(result)["manifest_outputs_complete"].passed
+
+
+def test_a_camera_avi_with_a_damaged_audio_frame_keeps_its_sound(tmp_path):
+    upload = corpus.camera_avi_with_a_damaged_mp3_frame(tmp_path)
+    with processed(upload, tmp_path / "storage") as (_, _, result):
+        assert result.success
+    manifest = result.output_for_node("video_manifest")
+    assert [(r["name"], r["audio_codec"]) for r in manifest["renditions"]] == [
+        ("h264_240p", "aac"),
+        ("vp9_360p", "opus"),
+    ]
+    assert (
+        checks_of(result)["source_decoded_cleanly"].description
+        == "decoded with 2 errors, 0 frames lost, 1 audio packet lost"
+    )

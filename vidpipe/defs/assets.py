@@ -13,11 +13,11 @@ import dagster as dg
 
 from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
 from vidpipe.inbox import name_ref, readable_name
-from vidpipe.media.encoder import Progress
+from vidpipe.media.encoder import DecodeReport, Encoded, Progress
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
 from vidpipe.media.ladder import Rung, plan_ladder
-from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems
+from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems, worst_decoding
 from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
 
 videos = dg.DynamicPartitionsDefinition(name="videos")
@@ -41,8 +41,9 @@ def upload_tags(name: str) -> dict[str, str]:
 
 
 MANIFEST_CHECK = "manifest_outputs_complete"
+DECODING_CHECK = "source_decoded_cleanly"
 THUMBNAIL_CODE_VERSION = "1"
-MANIFEST_CODE_VERSION = "1"
+MANIFEST_CODE_VERSION = "2"
 SOURCE_VIDEO_KEY = dg.AssetKey("source_video")
 PROGRESS_LOG = logging.getLogger("vidpipe.progress")
 """Every encode progress update (``Progress`` in the record's ``progress``), for a command that runs
@@ -179,7 +180,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         planned = [p for p in plan.renditions if p.rung in selected]
         argv: list[str] = []
         public_argv: list[str] = []
-        outputs = {}
+        encoded = Encoded(outputs={}, decoding=DecodeReport(expected_frames=0))
         with failures_for_people(context, storage, source_video.key, making="the renditions"):
             if planned:
                 out_dir = storage.output_dir(source_video.key, "renditions")
@@ -188,14 +189,16 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                     + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
                     + " in one ffmpeg run"
                 )
-                command, outputs = ffmpeg.encode(
+                command, encoded = ffmpeg.encode(
                     source_video.path, source_video.info, planned, out_dir, on_progress=_progress_logger(context)
                 )
                 argv, public_argv = command.argv, command.argv_relative_to(storage.output_dir(source_video.key))
                 storage.record_encode(source_video.key, argv)
+                if not encoded.decoding.clean:
+                    context.log.warning(f"video {source_video.key}: {encoded.decoding.summary()}")
             # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
             with ThreadPoolExecutor(max_workers=4) as pool:
-                described = dict(zip(outputs, pool.map(ffmpeg.probe, outputs.values())))
+                described = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values())))
         for rung in selected:
             if rung.name not in described:
                 yield dg.Output(
@@ -206,21 +209,23 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             yield dg.Output(
                 RenditionFile(
                     name=rung.name,
-                    path=outputs[rung.name],
+                    path=encoded.outputs[rung.name],
                     container=rung.format.container,
                     info=info,
                     argv=tuple(public_argv),
+                    decoding=encoded.decoding,
                 ),
                 output_name=rung.name,
                 metadata={
                     "produced": True,
-                    "file": dg.MetadataValue.path(str(outputs[rung.name])),
+                    "file": dg.MetadataValue.path(str(encoded.outputs[rung.name])),
                     "width": info.display_width,
                     "height": info.display_height,
                     "duration": round(info.duration, 3),
                     "bitrate": info.bit_rate or 0,
                     "bytes": info.size_bytes,
                     "ffmpeg_argv": dg.MetadataValue.json(argv),
+                    **encoded.decoding.as_metadata(),
                 },
             )
 
@@ -282,7 +287,15 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 partitions_def=videos,
                 description="Every file the manifest lists exists with its listed size, and every rendition "
                 "lasts as long as the source.",
-            )
+            ),
+            dg.AssetCheckSpec(
+                DECODING_CHECK,
+                asset="video_manifest",
+                partitions_def=videos,
+                description="The source decoded without errors. A source with a few damaged or lost frames is "
+                "still published (up to FFmpegResource.max_damaged_fraction of its frames): this check warns, "
+                "saying how many.",
+            ),
         ],
     )
     def video_manifest(
@@ -330,6 +343,14 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 "files_checked": len(manifest["renditions"]) + len(manifest["thumbnails"]),
                 "problems": "\n".join(problems) or "none",
             },
+        )
+        decoding = worst_decoding(produced)
+        yield dg.AssetCheckResult(
+            check_name=DECODING_CHECK,
+            passed=decoding.clean,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=decoding.summary(),
+            metadata=decoding.as_metadata(),
         )
 
     return video_manifest

@@ -15,7 +15,7 @@ import dagster as dg
 from PIL import Image
 
 from vidpipe.inbox import InboxCursor, InboxScan, resolve_upload, scan_inbox
-from vidpipe.media.encoder import EncodeCommand, Progress, build_encode_command, run_encode
+from vidpipe.media.encoder import EncodeCommand, Encoded, Progress, build_encode_command, run_encode
 from vidpipe.media.errors import InvalidVideoKeyError, VidpipeError
 from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_temporaries, write_atomically
 from vidpipe.media.keys import content_hash_of, is_partition_key
@@ -183,6 +183,8 @@ class FFmpegResource(dg.ConfigurableResource):
     max_duration_seconds: float = Limits.max_duration_seconds
     max_file_bytes: int = Limits.max_file_bytes
     max_streams: int = Limits.max_streams
+    max_damaged_fraction: float = Limits.max_damaged_fraction
+    """The share of a video's frames that may come out of decoding damaged or lost (salvaged)."""
 
     def limits(self) -> Limits:
         return Limits(**{limit.name: getattr(self, limit.name) for limit in fields(Limits)})
@@ -201,20 +203,28 @@ class FFmpegResource(dg.ConfigurableResource):
         plans: list[PlannedRendition],
         out_dir: Path,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> tuple[EncodeCommand, dict[str, Path]]:
-        """Encode every plan in one ffmpeg process; return its command and the published files."""
+    ) -> tuple[EncodeCommand, Encoded]:
+        """Encode every plan in one ffmpeg process; return its command, the published files and
+        what decoding met."""
         command = build_encode_command(
-            source, info, plans, out_dir, ffmpeg_bin=self.ffmpeg_path, threads=self.threads, max_pixels=self.max_pixels
+            source,
+            info,
+            plans,
+            out_dir,
+            ffmpeg_bin=self.ffmpeg_path,
+            threads=self.threads,
+            max_pixels=self.max_pixels,
+            max_damaged_fraction=self.max_damaged_fraction,
         )
-        outputs = run_encode(
+        encoded = run_encode(
             command,
-            duration=info.duration,
+            info,
             timeout=self.encode_timeout_seconds,
-            codec=info.video_codec,
+            max_damaged_fraction=self.max_damaged_fraction,
             on_progress=on_progress,
             subject=str(source),
         )
-        return command, outputs
+        return command, encoded
 
     def poster(self, source: Path, info: VideoInfo) -> Image.Image:
         return read_poster(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ffmpeg
@@ -13,13 +15,14 @@ from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailed
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
 from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
-from vidpipe.media.tools import run_tool
-from vidpipe.media.validate import Limits, clock
+from vidpipe.media.tools import STDERR_TAIL_LINES, run_tool
+from vidpipe.media.validate import Limits
 
-# -xerror: a decode error stops ffmpeg instead of being papered over (it exits 0 otherwise).
-GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-xerror", "-loglevel", "warning", "-nostats", "-progress", "pipe:1")
+# No -xerror: the encode decodes past a damaged unit (the gate has refused what is truncated or
+# has no decoder), and ``DecodeWatcher`` counts what was lost. "repeat" keeps ffmpeg from folding
+# a repeated message into "Last message repeated N times"; "level" tags each line with its level.
+GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "repeat+level+warning", "-nostats", "-progress", "pipe:1")
 DISK_FULL_MARKER = "No space left on device"
-_CORRUPTION_MARKERS = ("corrupt decoded frame", "corrupt input packet", "error while decoding", "Invalid NAL unit")
 SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
 
@@ -58,6 +61,102 @@ class EncodeCommand:
             os.path.basename(self.argv[0]),
             *(Path(os.path.relpath(paths[arg], base)).as_posix() if arg in paths else arg for arg in self.argv[1:]),
         ]
+
+
+@dataclass(frozen=True)
+class DecodeReport:
+    """What decoding the source met: decoder error messages, and video frames that came out
+    damaged (concealed by the decoder) or not at all."""
+
+    expected_frames: int
+    """The source's duration times its frame rate; 0 for audio."""
+    errors: int = 0
+    damaged_frames: int = 0
+    lost_frames: int = 0
+    lost_audio_packets: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.errors or self.damaged_frames or self.lost_frames or self.lost_audio_packets)
+
+    @property
+    def lost_anything(self) -> bool:
+        """Some frame or audio packet came out damaged or not at all (not merely an error message)."""
+        return bool(self.damaged_frames or self.lost_frames or self.lost_audio_packets)
+
+    @property
+    def bad_fraction(self) -> float:
+        """The share of the expected video frames that came out damaged or not at all."""
+        return (self.damaged_frames + self.lost_frames) / self.expected_frames if self.expected_frames else 0.0
+
+    def summary(self) -> str:
+        """``"decoded with 5 errors, 1 frame lost"`` and so on, for people."""
+        if self.clean:
+            return "decoded without errors"
+        counts = [_count(self.errors, "error"), _count(self.lost_frames, "frame") + " lost"]
+        if self.damaged_frames:
+            counts.append(_count(self.damaged_frames, "frame") + " damaged")
+        if self.lost_audio_packets:
+            counts.append(_count(self.lost_audio_packets, "audio packet") + " lost")
+        return f"decoded with {', '.join(counts)}"
+
+    def as_metadata(self) -> dict[str, int | str]:
+        return {
+            "decoding": self.summary(),
+            "decode_errors": self.errors,
+            "frames_damaged": self.damaged_frames,
+            "frames_lost": self.lost_frames,
+            "audio_packets_lost": self.lost_audio_packets,
+        }
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+_DAMAGED_FRAME = re.compile(r": corrupt decoded frame in stream (\d+)$")
+_LOST_PACKET = re.compile(r"\[error\] Error while decoding stream #\d+:(\d+):")
+
+
+@dataclass
+class DecodeWatcher:
+    """Counts, from ffmpeg's ``-loglevel repeat+level+…`` stderr, what decoding one source met."""
+
+    info: VideoInfo
+    errors: int = 0
+    damaged: int = 0
+    lost: int = 0
+    lost_audio: int = 0
+    error_lines: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+
+    def feed(self, line: str) -> None:
+        damaged, lost = _DAMAGED_FRAME.search(line), _LOST_PACKET.search(line)
+        if "[error]" in line:
+            self.errors += 1
+            self.error_lines.append(line)
+        if damaged and int(damaged.group(1)) == self.info.video_stream:
+            self.damaged += 1
+        elif lost and int(lost.group(1)) == self.info.video_stream:
+            self.lost += 1
+        elif lost:
+            self.lost_audio += 1
+
+    def report(self) -> DecodeReport:
+        expected = round(self.info.duration * float(self.info.frame_rate)) if self.info.has_video else 0
+        return DecodeReport(
+            expected_frames=expected,
+            errors=self.errors,
+            damaged_frames=self.damaged,
+            lost_frames=self.lost,
+            lost_audio_packets=self.lost_audio,
+        )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    outputs: dict[str, Path]
+    """Rung name → its published file."""
+    decoding: DecodeReport
 
 
 def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels):
@@ -102,13 +201,15 @@ def build_encode_command(
     ffmpeg_bin: str = "ffmpeg",
     threads: int = 0,
     max_pixels: int = Limits.max_pixels,
+    max_damaged_fraction: float = Limits.max_damaged_fraction,
 ) -> EncodeCommand:
     """Build the single ffmpeg command that writes every planned rendition.
 
     ffmpeg's default autorotation turns the decoded picture upright before the split,
     and every branch scales to square pixels, so outputs need no rotation metadata.
     Before the split the picture is deinterlaced and tone-mapped when needed and brought
-    to a constant frame rate, once for all rungs.
+    to a constant frame rate, once for all rungs. ffmpeg itself stops (exit status 69)
+    once more than ``max_damaged_fraction`` of all decode attempts, audio included, fail.
     """
     if not plans:
         raise ValueError("nothing to encode")
@@ -125,7 +226,10 @@ def build_encode_command(
             inputs.append(stream[f"{info.audio_stream}"])
         options = _output_options(plan, threads, tone_mapped=info.is_hdr)
         outputs.append(ffmpeg.output(*inputs, os.fspath(temporary[plan.rung.name]), **options))
-    argv = [ffmpeg_bin, *GLOBAL_ARGS, *ffmpeg.merge_outputs(*outputs).get_args()]
+    argv = [
+        ffmpeg_bin, *GLOBAL_ARGS, "-max_error_rate", f"{max_damaged_fraction:g}",
+        *ffmpeg.merge_outputs(*outputs).get_args(),
+    ]  # fmt: skip
     return EncodeCommand(source=source, argv=argv, temporary_outputs=temporary, final_outputs=final)
 
 
@@ -185,22 +289,27 @@ def _bitrate_cap(rung: Rung) -> dict[str, str]:
 
 def run_encode(
     command: EncodeCommand,
+    info: VideoInfo,
     *,
-    duration: float,
     timeout: float,
-    codec: str = "video",
+    max_damaged_fraction: float = Limits.max_damaged_fraction,
     on_progress: Callable[[Progress], None] | None = None,
     subject: str | None = None,
-) -> dict[str, Path]:
-    """Run the command; publish every output only if ffmpeg succeeded, else leave none.
+) -> Encoded:
+    """Run the command; publish every output only if ffmpeg succeeded and enough decoded, else leave none.
 
-    A failure caused by corrupt input data becomes a permanent ``InvalidMediaError`` that
-    says where in the video decoding broke.
+    Damaged units are decoded past and counted (``DecodeReport``). A source with more than
+    ``max_damaged_fraction`` of its video frames damaged or lost, or that ffmpeg gave up on,
+    is refused with a permanent ``InvalidMediaError`` saying how much.
     """
-    parser = _ProgressParser(duration, on_progress)
+    parser = _ProgressParser(info.duration, on_progress)
+    watcher = DecodeWatcher(info)
+    codec = CODEC_NAMES.get(info.video_codec or "", info.video_codec or info.audio_codec or "media")
     try:
         try:
-            run_tool(command.argv, timeout=timeout, on_stdout_line=parser.feed, subject=subject)
+            run_tool(
+                command.argv, timeout=timeout, on_stdout_line=parser.feed, on_stderr_line=watcher.feed, subject=subject
+            )
         except ToolFailedError as err:
             if any(DISK_FULL_MARKER in line for line in err.stderr_tail):
                 raise StorageFullError(
@@ -208,13 +317,21 @@ def run_encode(
                     path=subject,
                     stderr_tail=err.stderr_tail,
                 ) from err
-            if err.retryable or not any(m in line for line in err.stderr_tail for m in _CORRUPTION_MARKERS):
+            if err.retryable or not watcher.report().lost_anything:
                 raise
             raise InvalidMediaError(
-                f"corrupt {CODEC_NAMES.get(codec, codec)} data at {clock(parser.seconds_done)}",
+                f"corrupt {codec} data: ffmpeg gave up ({watcher.report().summary()})",
                 path=subject,
                 stderr_tail=err.stderr_tail,
             ) from err
+        decoding = watcher.report()
+        if decoding.bad_fraction > max_damaged_fraction:
+            raise InvalidMediaError(
+                f"corrupt {codec} data: {decoding.damaged_frames + decoding.lost_frames} of "
+                f"{decoding.expected_frames} frames damaged or lost (more than {max_damaged_fraction:.0%} of the video)",
+                path=subject,
+                stderr_tail=list(watcher.error_lines),
+            )
         for name, temporary in command.temporary_outputs.items():
             publish(temporary, command.final_outputs[name])
     finally:
@@ -222,7 +339,7 @@ def run_encode(
             temporary.unlink(missing_ok=True)
     if command.final_outputs:
         fsync_dir(next(iter(command.final_outputs.values())).parent)
-    return dict(command.final_outputs)
+    return Encoded(outputs=dict(command.final_outputs), decoding=decoding)
 
 
 class _ProgressParser:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidpipe.media.encoder import DecodeReport
 from vidpipe.media.probe import VideoInfo
 from vidpipe.media.thumbnail import ThumbnailFile
 
@@ -33,6 +34,14 @@ class RenditionFile:
     container: str
     info: VideoInfo
     argv: tuple[str, ...]
+    decoding: DecodeReport
+    """What decoding the source met in the encode that made this file."""
+
+
+def worst_decoding(renditions: list[RenditionFile]) -> DecodeReport:
+    """The least clean decode among the encodes that made ``renditions`` (usually there is one)."""
+    reports = [r.decoding for r in renditions] or [DecodeReport(expected_frames=0)]
+    return max(reports, key=lambda d: (d.bad_fraction, d.lost_audio_packets, d.errors))
 
 
 def build_manifest(
@@ -59,6 +68,9 @@ def build_manifest(
             "frame_rate": round(float(source.info.frame_rate), 3) or None,
             "has_video": source.info.has_video,
             "has_audio": source.info.has_audio,
+            "decoding": {
+                key: value for key, value in worst_decoding(renditions).as_metadata().items() if key != "decoding"
+            },
         },
         "renditions": [
             {

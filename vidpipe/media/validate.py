@@ -64,13 +64,15 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
 
 @dataclass(frozen=True)
 class Limits:
-    """What an upload may be. Defaults: 4K pixels, 120 fps, 4 hours, 20 GiB, 16 streams."""
+    """What an upload may be. Defaults: 4K pixels, 120 fps, 4 hours, 20 GiB, 16 streams, and
+    at most 10 % of its video frames damaged or lost in decoding (the encode salvages the rest)."""
 
     max_pixels: int = 8_294_400
     max_frame_rate: float = 120.0
     max_duration_seconds: float = 4 * 3600
     max_file_bytes: int = 20 * 2**30
     max_streams: int = 16
+    max_damaged_fraction: float = 0.1
 
 
 def sniff(path: Path) -> None:
