@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vidpipe import settings
 from vidpipe.inbox import readable_name
+from vidpipe.media.errors import VidpipeError
 from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
 from vidpipe.media.keys import is_partition_key, partition_key
 
@@ -33,17 +34,27 @@ def main(argv: list[str] | None = None) -> int:
     process.add_argument("--verbose", action="store_true", help="show Dagster's run log on stderr")
     rerun = commands.add_parser("rerun", help="process videos again (a backfill) on the instance in $DAGSTER_HOME")
     rerun.add_argument("videos", nargs="+", metavar="VIDEO", help="video keys, e.g. holiday-0123456789ab")
+    rejections = commands.add_parser("rejections", help="list the refused uploads kept in storage, and why")
+    rejections.add_argument("--json", action="store_true", help="one JSON array of the rejection records")
+    forget = commands.add_parser("forget", help="remove refused uploads for good: kept original, records, partition")
+    forget.add_argument("videos", nargs="+", metavar="VIDEO", help="keys of refused uploads")
     args = parser.parse_args(argv)
     try:
         if args.command == "rerun":
             return rerun_videos(args.videos)
+        if args.command == "rejections":
+            print(list_rejections(as_json=args.json), end="")
+            return 0
+        if args.command == "forget":
+            forget_videos(args.videos)
+            return 0
         if args.command == "upload":
             for path in args.files:
                 # The exact bytes of the name, so scripts can use it whatever its encoding.
                 sys.stdout.buffer.write(os.fsencode(upload_file(path, args.inbox or settings.inbox_dir())) + b"\n")
             return 0
         manifest = process_file(args.file, args.out, verbose=args.verbose)
-    except UserFacingError as err:
+    except (UserFacingError, VidpipeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
@@ -148,8 +159,44 @@ def upload_file(path: Path, inbox: Path) -> Path:
 def rerun_videos(keys: list[str]) -> int:
     """Launch a backfill of ``process_video`` for ``keys`` on the project's instance; the daemon runs it.
 
-    The instance is ``$DAGSTER_HOME``, or the project's ``data/dagster_home`` (what ``./dev.sh run`` uses).
+    A refused upload's partition, withdrawn from the asset graph, is added back first.
     """
+    from vidpipe.definitions import PROCESS_JOB_NAME
+    from vidpipe.defs.rejections import restore_partitions
+
+    home = _checked_keys_and_home(keys)
+    with _instance() as instance:
+        restore_partitions(instance, _storage(), keys)
+    dagster = Path(sys.executable).with_name("dagster")
+    argv = [str(dagster), "job", "backfill", "-w", str(settings.workspace_file()), "-j", PROCESS_JOB_NAME]
+    argv += ["--partitions", ",".join(keys), "--noprompt"]
+    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=home, check=False).returncode
+
+
+def forget_videos(keys: list[str]) -> None:
+    """Remove refused uploads for good (``rejections.forget_rejected``)."""
+    from vidpipe.defs.rejections import forget_rejected
+
+    _checked_keys_and_home(keys)
+    with _instance() as instance:
+        forget_rejected(instance, _storage(), keys)
+    for key in keys:
+        print(f"forgot {key}")
+
+
+def list_rejections(*, as_json: bool) -> str:
+    """The refused uploads kept in storage: key, when, the upload's name and why; or the records as JSON."""
+    records = _storage().rejections()
+    if as_json:
+        return json.dumps(records, indent=2) + "\n"
+    return "".join(
+        f"{r['video']}  {r.get('rejected_at', '')}  {r.get('original_name') or '?'}: {r['reason']}\n" for r in records
+    )
+
+
+def _checked_keys_and_home(keys: list[str]) -> Path:
+    """The instance's folder, ``$DAGSTER_HOME`` or the project's ``data/dagster_home`` (what ``./dev.sh run``
+    uses), once ``keys`` are known to be video keys."""
     home = settings.dagster_home()
     if not (home / "dagster.yaml").exists():
         raise UserFacingError(
@@ -158,12 +205,23 @@ def rerun_videos(keys: list[str]) -> int:
     unknown = [key for key in keys if not is_partition_key(key)]
     if unknown:
         raise UserFacingError(f"not a video key: {', '.join(unknown)} (keys look like holiday-0123456789ab)")
-    from vidpipe.definitions import PROCESS_JOB_NAME
+    return home
 
-    dagster = Path(sys.executable).with_name("dagster")
-    argv = [str(dagster), "job", "backfill", "-w", str(settings.workspace_file()), "-j", PROCESS_JOB_NAME]
-    argv += ["--partitions", ",".join(keys), "--noprompt"]
-    return subprocess.run(argv, env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=home, check=False).returncode
+
+@contextmanager
+def _instance():
+    """The project's Dagster instance (its ``dagster.yaml`` reads ``DAGSTER_HOME``, so this process sets it)."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def _storage():
+    from vidpipe.definitions import deployment_resources
+
+    return deployment_resources()["storage"]
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:

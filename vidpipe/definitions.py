@@ -1,4 +1,4 @@
-"""The one ``Definitions`` object: assets, job, sensor and resources."""
+"""The one ``Definitions`` object: assets, jobs, sensors and resources."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import executor_run_config, step_executor
+from vidpipe.defs.rejections import forget_rejected_uploads
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
@@ -30,17 +31,20 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     return dg.Definitions(
         assets=build_assets(ladder),
         executor=step_executor,
-        jobs=[process_video],
+        jobs=[process_video, forget_rejected_uploads],
         loggers={"console": operator_console},
         sensors=[build_upload_sensor(process_video), failed_video_runs],
-        resources={
-            "storage": fixed_by_deployment(LocalVideoStorage(root=str(settings.storage_dir()))),
-            "ffmpeg": fixed_by_deployment(FFmpegResource(**settings.limit_overrides())),
-            "inbox": fixed_by_deployment(
-                InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds())
-            ),
-        },
+        resources={name: fixed_by_deployment(resource) for name, resource in deployment_resources().items()},
     )
+
+
+def deployment_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources this deployment's environment sets up (see ``settings``), for runs and for commands."""
+    return {
+        "storage": LocalVideoStorage(root=str(settings.storage_dir())),
+        "ffmpeg": FFmpegResource(**settings.limit_overrides()),
+        "inbox": InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds()),
+    }
 
 
 def fixed_by_deployment(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:

@@ -31,6 +31,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 from vidpipe.processes import process_start_time
+from vidpipe_tests import corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -340,3 +341,35 @@ def test_an_upload_is_processed_once_by_the_running_daemon(dagster_stack, phone_
         )
         assert stack.instance.get_dynamic_partitions("videos") == [key]
         assert len(process_video_runs(stack.instance)) == 1
+
+
+def test_a_refused_upload_leaves_the_asset_graph_and_no_asset_shows_failed(dagster_stack, tiny_clip, tmp_path):
+    """The failure sensor withdraws a refused upload's partition; the UI's partition statuses show no failure."""
+    stack = dagster_stack
+    with stack.logs_shown_on_failure():
+        upload(tiny_clip, stack.inbox, tiny_clip.name)
+        upload(corpus.text_as_mov(tmp_path), stack.inbox, "notes.mov")
+        wait_until(lambda: code_location_loaded(stack), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive)
+
+        def both_done() -> list[RunRecord] | None:
+            records = stack.instance.get_run_records(RunsFilter(job_name="process_video"))
+            statuses = {record.dagster_run.status for record in records}
+            return (
+                records
+                if len(records) == 2 and statuses == {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}
+                else None
+            )
+
+        records = wait_until(both_done, SENSOR_TIMEOUT + RUN_TIMEOUT, "one success and one refusal", stack.check_alive)
+        [refused] = [r.dagster_run for r in records if r.dagster_run.status == DagsterRunStatus.FAILURE]
+        [good] = [r.dagster_run.tags["dagster/partition"] for r in records if r.dagster_run.run_id != refused.run_id]
+        wait_until(
+            lambda: stack.instance.get_run_by_id(refused.run_id).tags.get("vidpipe/rejected") == "true",
+            2 * TICK_TIMEOUT,  # the failure sensor runs every 10 s; its first tick only starts its cursor
+            "the failure sensor to withdraw the refused upload",
+            stack.check_alive,
+        )
+        assert stack.instance.get_dynamic_partitions("videos") == [good]
+        for asset_path in (["source_video"], ["thumbnail"], ["renditions", "h264_240p"], ["video_manifest"]):
+            assert materialized_partitions(stack, asset_path) == [good]  # and no failed partition
+        assert (stack.storage / refused.tags["dagster/partition"] / "rejection.json").is_file()

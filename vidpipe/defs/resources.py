@@ -73,6 +73,18 @@ class VideoStorage(dg.ConfigurableResource):
         """Why ``key``'s upload was refused, if it was."""
 
     @abstractmethod
+    def rejections(self) -> list[dict]:
+        """Every recorded rejection (the content of each ``rejection.json``), oldest video folder first."""
+
+    @abstractmethod
+    def rejected_video(self, content: str) -> str | None:
+        """The key of a refused upload whose content hash (``keys.short_hash``) is ``content``, if any."""
+
+    @abstractmethod
+    def forget(self, key: str) -> None:
+        """Remove everything kept for ``key``: original, records and outputs."""
+
+    @abstractmethod
     def clear_rejection(self, key: str) -> None:
         """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
 
@@ -147,6 +159,23 @@ class LocalVideoStorage(VideoStorage):
             return json.loads((self.video_dir(key) / REJECTION_FILE).read_text())["reason"]
         except FileNotFoundError:
             return None
+
+    def rejections(self) -> list[dict]:
+        records = []
+        for path in sorted(Path(self.root).glob(f"*/{REJECTION_FILE}")):
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # removed meanwhile, or being replaced
+                continue
+        return records
+
+    def rejected_video(self, content: str) -> str | None:
+        if not re.fullmatch(r"[0-9a-f]+", content):
+            return None
+        return next((path.parent.name for path in Path(self.root).glob(f"*-{content}/{REJECTION_FILE}")), None)
+
+    def forget(self, key: str) -> None:
+        shutil.rmtree(self.video_dir(key), ignore_errors=True)
 
     def clear_rejection(self, key: str) -> None:
         (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)

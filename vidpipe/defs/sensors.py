@@ -10,9 +10,10 @@ import dagster as dg
 from vidpipe import settings
 from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, videos
 from vidpipe.defs.executor import executor_run_config
+from vidpipe.defs.rejections import REJECTED_TAG, withdraw_partition
 from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor, Upload, readable_name
-from vidpipe.media.keys import content_hash_of, partition_key, short_hash
+from vidpipe.media.keys import content_hash_of, is_partition_key, partition_key, short_hash
 
 FAILURE_TAG = "vidpipe/failure"
 FAILURE_TAG_CHARS = 200
@@ -64,7 +65,8 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
             content = [short_hash(upload.sha256) for upload in scan.uploads]
             taken = _videos_with_runs(context.instance, [known[c] for c in content if c in known])
             for upload, upload_content in zip(scan.uploads, content):
-                key = known.get(upload_content)
+                # A refused upload's partition is withdrawn: its rejection, kept in storage, names it.
+                key = known.get(upload_content) or storage.rejected_video(upload_content)
                 if key is None:
                     key = known[upload_content] = partition_key(upload.name, upload.sha256)
                     new_keys.append(key)
@@ -115,13 +117,17 @@ def rerun_command(key: str) -> str:
     return f"DAGSTER_HOME={shlex.quote(str(settings.dagster_home()))} {vidpipe} rerun {shlex.quote(key)}"
 
 
-@dg.run_failure_sensor(name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING)
+# Every 10 s (Dagster's default is 30): a refused upload leaves the asset graph soon after its run fails.
+@dg.run_failure_sensor(
+    name="failed_video_runs", default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=10
+)
 def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage) -> None:
     """Records every run that failed for good (sensor, backfill or manual) with its reason and how to re-run it.
 
     The record is a line of ``failed_runs.jsonl`` in storage, for operators and scripts;
     the UI shows the same runs under Runs → Failed, with the reason as the run's
-    ``vidpipe/failure`` tag, and the partitions as failed. A run that
+    ``vidpipe/failure`` tag. A refused upload's run is tagged ``vidpipe/rejected`` and its
+    partition withdrawn (``rejections``); other failures leave the partition failed. A run that
     Dagster re-runs automatically (its worker was lost) is not recorded: its retry's outcome is.
     """
     video = context.dagster_run.tags.get(PARTITION_TAG)
@@ -132,6 +138,9 @@ def failed_video_runs(context: dg.RunFailureSensorContext, storage: VideoStorage
     if context.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {context.dagster_run.run_id} for video {video} failed ({reason}); it is re-run")
         return
+    if video and is_partition_key(video) and storage.rejection_reason(video):
+        context.instance.add_run_tags(context.dagster_run.run_id, {REJECTED_TAG: "true"})
+        withdraw_partition(context.instance, video)
     storage.record_failed_run(
         {
             "run_id": context.dagster_run.run_id,

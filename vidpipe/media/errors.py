@@ -66,3 +66,7 @@ class StorageFullError(VidpipeError):
 
 class InvalidVideoKeyError(VidpipeError):
     """A partition key vidpipe did not make (typed by hand or sent through the API)."""
+
+
+class UnknownVideoError(VidpipeError):
+    """No video of that key is kept, or it is not in the state an operator's command needs."""
