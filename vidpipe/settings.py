@@ -14,6 +14,12 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or DATA_DIR / "dagster_home").resolve()
 
 
+def run_log_file() -> Path:
+    """``VIDPIPE_RUN_LOG``: the file every run appends all its messages to, DEBUG included;
+    ``logs/runs.log`` in the instance's folder by default."""
+    return Path(os.environ.get("VIDPIPE_RUN_LOG") or dagster_home() / "logs" / "runs.log").resolve()
+
+
 def inbox_dir() -> Path:
     """``VIDPIPE_INBOX``: the folder uploads are dropped into."""
     return Path(os.environ.get("VIDPIPE_INBOX") or DATA_DIR / "inbox").resolve()

@@ -21,6 +21,7 @@ def storage(tmp_path_factory, clips):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDPIPE_STORAGE", str(root))
         patch.setenv("VIDPIPE_INBOX", str(clips))
+        patch.setenv("VIDPIPE_RUN_LOG", str(root / "logs" / "runs.log"))
         yield root
 
 
@@ -75,6 +76,14 @@ def test_a_refused_upload_prints_one_line_with_its_reason(storage, clips, capfd)
         f"ERROR   {key} run: Execution of run for \"process_video\" failed. Steps failed: ['source_video'].",
     ]
     assert not [line for line in console if "Traceback" in line or "Stack Trace" in line]
+    # The run's log file keeps every message: Dagster's DEBUG events and the failure's whole stack trace.
+    logged = [line for line in (storage / "logs" / "runs.log").read_text().splitlines() if f" {key} " in line]
+    assert any(f"DEBUG   {key} source_video STEP_START: " in line for line in logged)
+    [failure] = [line for line in logged if "STEP_FAILURE" in line]
+    assert failure.endswith(f'ERROR   {key} source_video STEP_FAILURE: Execution of step "source_video" failed.')
+    details = (storage / "logs" / "runs.log").read_text().split(failure)[1]
+    assert "\nreason: not a video: the file is text\nerror: InvalidMediaError\n" in details
+    assert "vidpipe.media.errors.InvalidMediaError: not a video: the file is text" in details  # the stack trace
 
 
 def test_step_processes_preload_the_classes_of_the_instance_they_open(tmp_path):

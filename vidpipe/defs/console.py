@@ -8,8 +8,10 @@ progress, each video's outcome, and a failure as the one line a person reads in 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -48,15 +50,54 @@ def not_a_skip(record: logging.LogRecord) -> bool:
     )
 
 
+class LogFileFormatter(OperatorFormatter):
+    """``2026-11-29 09:16:06 DEBUG   holiday-0123456789ab renditions: <the whole message, every line>``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, LOG_RECORD_METADATA, None) or {}
+        message = (meta.get("orig_message") or record.getMessage()).rstrip()
+        video = (meta.get("job_tags") or {}).get(PARTITION_TAG, "-")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        event = meta.get("dagster_event")
+        kind = f" {event.event_type_value}" if event is not None else ""
+        if event is not None and event.is_step_failure:
+            message += "\n" + _failure_details(event)
+        return f"{when} {record.levelname:<7} {video} {meta.get('step_key') or 'run'}{kind}: {message}"
+
+
+def _failure_details(event: dg.DagsterEvent) -> str:
+    """A failed step's reason, its metadata (the file, ffmpeg's last stderr lines) and the whole error."""
+    data = event.step_failure_data
+    lines = [f"reason: {failure_reason(event)}"]
+    if data.user_failure_data:
+        lines += [f"{name}: {value.value}" for name, value in data.user_failure_data.metadata.items()]
+    if data.error:
+        lines.append(data.error.to_string())
+    return "\n".join(lines).rstrip()
+
+
 @dg.logger(
-    {"log_level": dg.Field(str, default_value="INFO", description="DEBUG, INFO, WARNING or ERROR")},
-    description="One line per message on stderr: progress, outcomes, failures without stack traces.",
+    {
+        "log_level": dg.Field(str, default_value="INFO", description="DEBUG, INFO, WARNING or ERROR"),
+        "log_file": dg.Field(
+            str, default_value="", description="Also append every message, DEBUG included, to this file ('': none)."
+        ),
+    },
+    description="One line per message on stderr: progress, outcomes, failures without stack traces; "
+    "optionally every message in a file.",
 )
 def operator_console(init_context: dg.InitLoggerContext) -> logging.Logger:
     # A logger of its own per run (not logging.getLogger's shared one), so handlers never pile up.
-    logger = logging.Logger("vidpipe", level=init_context.logger_config["log_level"].upper())  # noqa: LOG001
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OperatorFormatter())
-    handler.addFilter(not_a_skip)
-    logger.addHandler(handler)
+    logger = logging.Logger("vidpipe", level=logging.DEBUG)  # noqa: LOG001
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(init_context.logger_config["log_level"].upper())
+    console.setFormatter(OperatorFormatter())
+    console.addFilter(not_a_skip)
+    logger.addHandler(console)
+    if log_file := init_context.logger_config["log_file"]:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        # Appends of one line from several run workers do not interleave; logrotate may move the file.
+        to_file = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(LogFileFormatter())
+        logger.addHandler(to_file)
     return logger

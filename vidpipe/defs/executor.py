@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from vidpipe import settings
+
 # Step processes fork from a server that has already imported vidpipe, Dagster and the
 # instance's storage classes: a step starts in ~0.2 s instead of 2.5-4 s on 2 cores.
 PROCESS_PER_STEP = {
@@ -38,8 +40,9 @@ the job's defaults say, so every run config carries it.)"""
 
 
 def executor_run_config(*, in_one_process: bool) -> dict:
-    """Run config choosing how a run of a job that uses ``step_executor`` executes its steps, and its console level."""
+    """Run config choosing how a run of a job that uses ``step_executor`` executes its steps, its console
+    level, and the file that keeps every message of it (``settings.run_log_file``)."""
     return {
         "execution": {"config": {"in_one_process": in_one_process}},
-        "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
+        "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL, "log_file": str(settings.run_log_file())}}},
     }
