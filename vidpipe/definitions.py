@@ -18,7 +18,7 @@ PROCESS_JOB_NAME = "process_video"
 
 def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDefinition]:
     """The asset graph (with its checks), for ``Definitions`` and in-process ``materialize``."""
-    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset(ladder)]
+    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset()]
 
 
 def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitions:

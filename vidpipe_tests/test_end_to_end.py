@@ -372,4 +372,6 @@ def test_a_refused_upload_leaves_the_asset_graph_and_no_asset_shows_failed(dagst
         assert stack.instance.get_dynamic_partitions("videos") == [good]
         for asset_path in (["source_video"], ["thumbnail"], ["renditions", "h264_240p"], ["video_manifest"]):
             assert materialized_partitions(stack, asset_path) == [good]  # and no failed partition
+        # A rung too large for the clip is neither materialized nor failed: it is missing, as it is.
+        assert materialized_partitions(stack, ["renditions", "h264_1080p"]) == []
         assert (stack.storage / refused.tags["dagster/partition"] / "rejection.json").is_file()

@@ -125,7 +125,8 @@ def test_negative_timestamps_start_at_zero_in_sync(tmp_path):
 def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
     upload = corpus.audio_only(tmp_path)
     with processed(upload, tmp_path / "storage") as (pipeline, key, result):
-        skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
+        ladder = pipeline.latest_metadata(dg.AssetKey(["renditions", "ladder"]), key)
+        video_rung = pipeline.instance.get_latest_materialization_event(dg.AssetKey(["renditions", "h264_240p"]))
     manifest = result.output_for_node("video_manifest")
     assert manifest["source"] | {"duration": 2.0} == {
         "name": "voice-memo.m4a",
@@ -150,7 +151,8 @@ def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
     assert {(t["format"], t["width"], t["height"]) for t in manifest["thumbnails"]} >= {("jpeg", 1280, 360)}
     waveform = Image.open(video_dir / "thumbnails" / "thumb_1280.jpg").convert("RGB")
     assert len(waveform.getcolors(1 << 16)) > 2, "a waveform, not a blank picture"
-    assert skipped == {"produced": False, "reason": "audio-only upload: there is no picture to encode"}
+    assert video_rung is None and ladder["made"] == "aac_128k, opus_96k"
+    assert "| h264_240p | audio-only upload: there is no picture to encode |" in ladder["not_made"]
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
 

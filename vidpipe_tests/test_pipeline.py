@@ -74,7 +74,7 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert argv[0] == "ffmpeg" and "source.mov" in argv
     assert {r["path"] for r in manifest["renditions"]} <= set(argv)
     assert not [arg for arg in argv if "/tmp" in arg or arg.startswith("/")]
-    exact = json.loads((video_dir / "encode.json").read_text())["argv"]
+    exact = json.loads((video_dir / "encode.json").read_text())["renditions"]["h264_360p"]["argv"]
     assert str(video_dir / "source.mov") in exact and len(exact) == len(argv)
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
@@ -112,12 +112,18 @@ def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):
     thumbnail = pipeline.latest_metadata(dg.AssetKey("thumbnail"), key)
     assert "](data:image/jpeg;base64," in thumbnail["preview"]
     produced = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_360p"]), key)
-    assert produced["produced"] is True and (produced["width"], produced["height"]) == (360, 640)
+    assert (produced["width"], produced["height"]) == (360, 640)
     assert produced["file"] == str(pipeline.storage_root / key / "renditions" / "h264_360p.mp4")
     manifest = pipeline.latest_metadata(dg.AssetKey("video_manifest"), key)
     assert manifest["manifest_file"] == str(pipeline.storage_root / key / "manifest.json")
-    skipped = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_1080p"]), key)
-    assert skipped["produced"] is False and "never upscales" in skipped["reason"]
+    # A rung the video gets no rendition of is not materialized for it; the ladder asset says why.
+    assert pipeline.instance.get_latest_materialization_event(dg.AssetKey(["renditions", "h264_1080p"])) is None
+    ladder = pipeline.latest_metadata(dg.AssetKey(["renditions", "ladder"]), key)
+    assert ladder["made"] == "h264_360p, h264_240p, vp9_360p"
+    assert (
+        "| h264_1080p | source is 360 px on its short side; h264_1080p needs 1080 and vidpipe never upscales |"
+        in (ladder["not_made"])
+    )
 
 
 def test_a_backfill_reuses_the_stored_original(pipeline, phone_video):
@@ -155,7 +161,11 @@ def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(t
         pipeline.materialize(
             key,
             assets=edited_assets,
-            selection=[dg.AssetKey(["renditions", "h264_240p"]), dg.AssetKey("video_manifest")],
+            selection=[
+                dg.AssetKey(["renditions", "h264_240p"]),
+                dg.AssetKey(["renditions", "ladder"]),
+                dg.AssetKey("video_manifest"),
+            ],
         )
         after = {p.name: p.stat().st_ino for p in renditions.iterdir()}
         assert {name for name in before if before[name] != after[name]} == {"h264_240p.mp4"}

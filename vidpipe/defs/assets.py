@@ -8,16 +8,24 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import asdict
 
 import dagster as dg
 
 from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
 from vidpipe.inbox import name_ref, readable_name
-from vidpipe.media.encoder import DecodeReport, Encoded, Progress
+from vidpipe.media.encoder import DecodeReport, Progress, output_filename
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
-from vidpipe.media.ladder import Rung, plan_ladder
-from vidpipe.media.manifest import RenditionFile, SourceVideo, build_manifest, manifest_problems, worst_decoding
+from vidpipe.media.ladder import PlannedRendition, Rung, plan_ladder
+from vidpipe.media.manifest import (
+    RenditionFile,
+    RenditionSet,
+    SourceVideo,
+    build_manifest,
+    manifest_problems,
+    worst_decoding,
+)
 from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
 
 videos = dg.DynamicPartitionsDefinition(name="videos")
@@ -146,26 +154,47 @@ def _upload_of(context: dg.AssetExecutionContext, key: str) -> tuple[str, str]:
     )
 
 
+LADDER_OUTPUT = "ladder"
+LADDER_KEY = dg.AssetKey(["renditions", LADDER_OUTPUT])
+
+
 def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
-    """One asset per rung, all made by one op that encodes the selected rungs in one ffmpeg run."""
+    """One asset per rung, and ``renditions/ladder`` (the video's set of renditions), all made by one op
+    that encodes the selected rungs in one ffmpeg run.
+
+    A rung the video gets no rendition of (too small a source, audio-only rungs for a video)
+    is not materialized for it: its partition stays missing, and the ladder asset says why.
+    The manifest reads the ladder asset, so it never waits on a rung that is not made.
+    """
+    outs = {
+        rung.name: dg.AssetOut(
+            key=rendition_key(rung),
+            code_version=rung.code_version,
+            is_required=False,
+            group_name="renditions",
+            description=rung.describe(),
+            metadata={
+                "short_side": rung.short_side,
+                "crf": rung.crf,
+                "max_video_kbps": rung.max_video_kbps,
+                "audio_kbps": rung.audio_kbps,
+            },
+        )
+        for rung in ladder
+    }
+    outs[LADDER_OUTPUT] = dg.AssetOut(
+        key=LADDER_KEY,
+        is_required=False,
+        group_name="renditions",
+        description="Every rendition made for the video, and why each other rung was not: what the manifest lists.",
+    )
 
     @dg.multi_asset(
         name="renditions",
-        outs={
-            rung.name: dg.AssetOut(
-                key=rendition_key(rung),
-                code_version=rung.code_version,
-                is_required=False,
-                group_name="renditions",
-                description=rung.describe(),
-                metadata={
-                    "short_side": rung.short_side,
-                    "crf": rung.crf,
-                    "max_video_kbps": rung.max_video_kbps,
-                    "audio_kbps": rung.audio_kbps,
-                },
-            )
-            for rung in ladder
+        outs=outs,
+        internal_asset_deps={
+            LADDER_OUTPUT: {SOURCE_VIDEO_KEY, *(rendition_key(rung) for rung in ladder)},
+            **{rung.name: {SOURCE_VIDEO_KEY} for rung in ladder},
         },
         partitions_def=videos,
         can_subset=True,
@@ -175,61 +204,119 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     def renditions(
         context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
     ) -> Iterator[dg.Output]:
-        selected = [rung for rung in ladder if rendition_key(rung) in context.selected_asset_keys]
         plan = plan_ladder(source_video.info, ladder)
-        planned = [p for p in plan.renditions if p.rung in selected]
-        argv: list[str] = []
-        public_argv: list[str] = []
-        encoded = Encoded(outputs={}, decoding=DecodeReport(expected_frames=0))
+        planned = [p for p in plan.renditions if rendition_key(p.rung) in context.selected_asset_keys]
         with failures_for_people(context, storage, source_video.key, making="the renditions"):
-            if planned:
-                out_dir = storage.output_dir(source_video.key, "renditions")
-                context.log.info(
-                    "encoding "
-                    + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
-                    + " in one ffmpeg run"
-                )
-                command, encoded = ffmpeg.encode(
-                    source_video.path, source_video.info, planned, out_dir, on_progress=_progress_logger(context)
-                )
-                argv, public_argv = command.argv, command.argv_relative_to(storage.output_dir(source_video.key))
-                storage.record_encode(source_video.key, argv)
-                if not encoded.decoding.clean:
-                    context.log.warning(f"video {source_video.key}: {encoded.decoding.summary()}")
-            # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                described = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values())))
-        for rung in selected:
-            if rung.name not in described:
-                yield dg.Output(
-                    None, output_name=rung.name, metadata={"produced": False, "reason": plan.skipped[rung.name]}
-                )
-                continue
-            info = described[rung.name]
-            yield dg.Output(
-                RenditionFile(
-                    name=rung.name,
-                    path=encoded.outputs[rung.name],
-                    container=rung.format.container,
-                    info=info,
-                    argv=tuple(public_argv),
-                    decoding=encoded.decoding,
-                ),
-                output_name=rung.name,
-                metadata={
-                    "produced": True,
-                    "file": dg.MetadataValue.path(str(encoded.outputs[rung.name])),
-                    "width": info.display_width,
-                    "height": info.display_height,
-                    "duration": round(info.duration, 3),
-                    "bitrate": info.bit_rate or 0,
-                    "bytes": info.size_bytes,
-                    "ffmpeg_argv": dg.MetadataValue.json(argv),
-                    **encoded.decoding.as_metadata(),
-                },
-            )
+            made, argv = _encode(context, source_video, planned, ffmpeg, storage)
+            made_set = None
+            if LADDER_KEY in context.selected_asset_keys:
+                made_set = _rendition_set(ladder, plan.skipped, made, source_video.key, ffmpeg, storage)
+        for name, rendition in made.items():
+            yield dg.Output(rendition, output_name=name, metadata=_rendition_metadata(rendition, argv))
+        for rung in ladder:
+            if rung.name in plan.skipped and rendition_key(rung) in context.selected_asset_keys:
+                context.log.info(f"{rung.name} is not made for this video: {plan.skipped[rung.name]}")
+        if made_set is not None:
+            yield dg.Output(made_set, output_name=LADDER_OUTPUT, metadata=_ladder_metadata(made_set))
 
     return renditions
+
+
+def _encode(
+    context: dg.AssetExecutionContext,
+    source: SourceVideo,
+    planned: list[PlannedRendition],
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+) -> tuple[dict[str, RenditionFile], list[str]]:
+    """Encode ``planned`` in one ffmpeg run; the renditions made, and the exact command."""
+    if not planned:
+        return {}, []
+    out_dir = storage.output_dir(source.key, "renditions")
+    context.log.info(
+        "encoding " + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned) + " in one ffmpeg run"
+    )
+    command, encoded = ffmpeg.encode(source.path, source.info, planned, out_dir, on_progress=_progress_logger(context))
+    public_argv = command.argv_relative_to(storage.output_dir(source.key))
+    if not encoded.decoding.clean:
+        context.log.warning(f"video {source.key}: {encoded.decoding.summary()}")
+    # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values())))
+    made = {
+        p.rung.name: RenditionFile(
+            name=p.rung.name,
+            path=encoded.outputs[p.rung.name],
+            container=p.rung.format.container,
+            info=infos[p.rung.name],
+            argv=tuple(public_argv),
+            decoding=encoded.decoding,
+        )
+        for p in planned
+    }
+    record = {"argv": command.argv, "public_argv": public_argv, "decoding": asdict(encoded.decoding)}
+    storage.record_renditions(source.key, {name: record for name in made})
+    return made, command.argv
+
+
+def _rendition_set(
+    ladder: tuple[Rung, ...],
+    skipped: dict[str, str],
+    made: dict[str, RenditionFile],
+    key: str,
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+) -> RenditionSet:
+    """The video's renditions in ladder order: those just made, and those an earlier run made (a partial
+    re-encode), described again from their files and the records kept beside the original."""
+    records = storage.rendition_records(key)
+    out_dir = storage.output_dir(key, "renditions")
+    files, not_made = [], {}
+    for rung in ladder:
+        earlier = out_dir / output_filename(rung)
+        if rung.name in made:
+            files.append(made[rung.name])
+        elif rung.name in skipped:
+            not_made[rung.name] = skipped[rung.name]
+        elif rung.name in records and earlier.is_file():
+            record = records[rung.name]
+            files.append(
+                RenditionFile(
+                    name=rung.name,
+                    path=earlier,
+                    container=rung.format.container,
+                    info=ffmpeg.probe(earlier),
+                    argv=tuple(record["public_argv"]),
+                    decoding=DecodeReport(**record["decoding"]),
+                )
+            )
+        else:
+            not_made[rung.name] = f"not encoded yet: materialize {rendition_key(rung).to_user_string()} for it"
+    return RenditionSet(files=tuple(files), not_made=not_made)
+
+
+def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, object]:
+    info = rendition.info
+    return {
+        "file": dg.MetadataValue.path(str(rendition.path)),
+        "width": info.display_width,
+        "height": info.display_height,
+        "duration": round(info.duration, 3),
+        "bitrate": info.bit_rate or 0,
+        "bytes": info.size_bytes,
+        "ffmpeg_argv": dg.MetadataValue.json(argv),
+        **rendition.decoding.as_metadata(),
+    }
+
+
+def _ladder_metadata(made: RenditionSet) -> dict[str, object]:
+    return {
+        "made": ", ".join(f.name for f in made.files) or "none",
+        "not_made": dg.MetadataValue.md(
+            "\n".join(["| rung | why not |", "|---|---|"] + [f"| {n} | {why} |" for n, why in made.not_made.items()])
+        ),
+        "count": len(made.files),
+    }
 
 
 def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5.0):
@@ -274,12 +361,12 @@ def thumbnail(
     )
 
 
-def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
+def build_manifest_asset() -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=videos,
         group_name="manifest",
         code_version=MANIFEST_CODE_VERSION,
-        ins={rung.name: dg.AssetIn(key=rendition_key(rung)) for rung in ladder},
+        ins={"ladder": dg.AssetIn(key=LADDER_KEY)},
         check_specs=[
             dg.AssetCheckSpec(
                 MANIFEST_CHECK,
@@ -303,7 +390,7 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         source_video: SourceVideo,
         thumbnail: list[ThumbnailFile],
         storage: VideoStorage,
-        **renditions: RenditionFile | None,
+        ladder: RenditionSet,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """The JSON document a web app reads to build its player: every output of one video.
 
@@ -311,7 +398,7 @@ def build_manifest_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         cost a process start for a few stat calls).
         """
         manifest_dir = storage.output_dir(source_video.key)
-        produced = [renditions[rung.name] for rung in ladder if renditions.get(rung.name) is not None]
+        produced = list(ladder.files)
         manifest = build_manifest(source_video, produced, thumbnail, manifest_dir)
         path = manifest_dir / "manifest.json"
         write_atomically(path, json.dumps(manifest, indent=2).encode())

@@ -93,8 +93,13 @@ class VideoStorage(dg.ConfigurableResource):
         """Remove every output of ``key`` (renditions, thumbnails, manifest); the original and records stay."""
 
     @abstractmethod
-    def record_encode(self, key: str, argv: list[str]) -> None:
-        """Keep the exact ffmpeg command of ``key``'s renditions next to its original (private, never published)."""
+    def record_renditions(self, key: str, records: dict[str, dict]) -> None:
+        """Keep, per rung, how ``key``'s rendition was made (the exact ffmpeg command, what decoding met)
+        next to its original (private, never published); rungs not named keep their earlier record."""
+
+    @abstractmethod
+    def rendition_records(self, key: str) -> dict[str, dict]:
+        """Rung name → the record kept by ``record_renditions``."""
 
     @abstractmethod
     def record_failed_run(self, entry: dict) -> None:
@@ -186,9 +191,16 @@ class LocalVideoStorage(VideoStorage):
             shutil.rmtree(video / kind, ignore_errors=True)
         (video / MANIFEST_FILE).unlink(missing_ok=True)
 
-    def record_encode(self, key: str, argv: list[str]) -> None:
-        record = {"video": key, "encoded_at": _now(), "argv": argv}
+    def record_renditions(self, key: str, records: dict[str, dict]) -> None:
+        merged = {**self.rendition_records(key), **{name: {"encoded_at": _now(), **r} for name, r in records.items()}}
+        record = {"video": key, "renditions": merged}
         write_atomically(self.video_dir(key) / ENCODE_RECORD_FILE, json.dumps(record, indent=2).encode())
+
+    def rendition_records(self, key: str) -> dict[str, dict]:
+        try:
+            return json.loads((self.video_dir(key) / ENCODE_RECORD_FILE).read_text()).get("renditions", {})
+        except FileNotFoundError:
+            return {}
 
     def record_failed_run(self, entry: dict) -> None:
         """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""

@@ -38,6 +38,15 @@ class RenditionFile:
     """What decoding the source met in the encode that made this file."""
 
 
+@dataclass(frozen=True)
+class RenditionSet:
+    """Every rendition made for one video, in ladder order, and why each other rung was not made."""
+
+    files: tuple[RenditionFile, ...]
+    not_made: dict[str, str]
+    """Rung name → why the video has no rendition of it (the source is too small, it is audio only, ...)."""
+
+
 def worst_decoding(renditions: list[RenditionFile]) -> DecodeReport:
     """The least clean decode among the encodes that made ``renditions`` (usually there is one)."""
     reports = [r.decoding for r in renditions] or [DecodeReport(expected_frames=0)]
