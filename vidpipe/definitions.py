@@ -9,7 +9,7 @@ from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, sou
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import executor_run_config, step_executor
 from vidpipe.defs.rejections import forget_rejected_uploads
-from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
+from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage, step_values
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
 
@@ -34,7 +34,10 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         jobs=[process_video, forget_rejected_uploads],
         loggers={"console": operator_console},
         sensors=[build_upload_sensor(process_video), failed_video_runs],
-        resources={name: fixed_by_deployment(resource) for name, resource in deployment_resources().items()},
+        resources={
+            **{name: fixed_by_deployment(resource) for name, resource in deployment_resources().items()},
+            "io_manager": step_values,
+        },
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 from abc import abstractmethod
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 from PIL import Image
+from upath import UPath
 
 from vidpipe.inbox import InboxCursor, InboxScan, resolve_upload, scan_inbox
 from vidpipe.media.encoder import EncodeCommand, Encoded, Progress, build_encode_command, run_encode
@@ -298,3 +300,30 @@ class InboxResource(dg.ConfigurableResource):
     def resolve(self, name_ref: str) -> Path:
         """The inbox file a run's upload tag names; nothing outside the inbox (see ``inbox.resolve_upload``)."""
         return resolve_upload(Path(self.path), name_ref)
+
+
+class StepValues(dg.UPathIOManager):
+    """The values steps hand to the next ones (``SourceVideo``, ``RenditionFile``, ``RenditionSet``, …),
+    pickled under the instance's storage folder as Dagster's own filesystem IO manager keeps them.
+
+    Dagster's shows each pickle's location as an asset's ``path`` row, beside the real files
+    (``stored_at``, ``file``): a person would take it for the video. This one says what it is.
+    """
+
+    extension = ""
+
+    def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
+        with path.open("wb") as file:
+            pickle.dump(obj, file)
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> object:
+        with path.open("rb") as file:
+            return pickle.load(file)
+
+    def get_metadata(self, context: dg.OutputContext, obj: object) -> dict[str, dg.MetadataValue]:
+        return {"path": dg.MetadataValue.text("not a video file: Dagster's copy of this result for the steps after it")}
+
+
+@dg.io_manager(description="Values passed between steps, pickled under the instance's storage folder.")
+def step_values(init_context: dg.InitResourceContext) -> StepValues:
+    return StepValues(base_path=UPath(init_context.instance.storage_directory()))
