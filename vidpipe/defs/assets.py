@@ -215,7 +215,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             yield dg.Output(rendition, output_name=name, metadata=_rendition_metadata(rendition, argv))
         for rung in ladder:
             if rung.name in plan.skipped and rendition_key(rung) in context.selected_asset_keys:
-                context.log.info(f"{rung.name} is not made for this video: {plan.skipped[rung.name]}")
+                context.log.debug(f"{rung.name} is not made for this video: {plan.skipped[rung.name]}")
         if made_set is not None:
             yield dg.Output(made_set, output_name=LADDER_OUTPUT, metadata=_ladder_metadata(made_set))
 
@@ -239,7 +239,7 @@ def _encode(
     command, encoded = ffmpeg.encode(source.path, source.info, planned, out_dir, on_progress=_progress_logger(context))
     public_argv = command.argv_relative_to(storage.output_dir(source.key))
     if not encoded.decoding.clean:
-        context.log.warning(f"video {source.key}: {encoded.decoding.summary()}")
+        context.log.warning(f"the source {encoded.decoding.summary()}; what decoded is published")
     # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
     with ThreadPoolExecutor(max_workers=4) as pool:
         infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values())))

@@ -143,15 +143,26 @@ def probe(path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float =
     return parse_probe(data, path=path)
 
 
+def pixel_guard(max_pixels: int | None) -> tuple[str, ...]:
+    """ffprobe's decoders refuse frames larger than ``max_pixels``: it decodes the first frames to
+    describe a stream, before anything has checked the header's size."""
+    return ("-max_pixels", str(max_pixels)) if max_pixels else ()
+
+
 def probe_json(
-    path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float = 60, args: tuple[str, ...] = SHOW_ALL
+    path: str | os.PathLike,
+    *,
+    ffprobe: str = "ffprobe",
+    timeout: float = 60,
+    args: tuple[str, ...] = SHOW_ALL,
+    max_pixels: int | None = None,
 ) -> dict:
-    """ffprobe's JSON for ``path``, read through the input guards.
+    """ffprobe's JSON for ``path``, read through the input guards (and the pixel limit, for uploads).
 
     ffmpeg-python's ``probe()`` has no time limit and no way to pass input options before
     the file name, so the same ffprobe call runs through ``run_tool``.
     """
-    argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *args, "-of", "json", os.fspath(path)]
+    argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *pixel_guard(max_pixels), *args, "-of", "json", os.fspath(path)]
     return json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
 
 

@@ -15,7 +15,15 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.probe import INPUT_GUARDS, VideoInfo, format_tag, has_decoder, parse_probe, probe_json
+from vidpipe.media.probe import (
+    INPUT_GUARDS,
+    VideoInfo,
+    format_tag,
+    has_decoder,
+    parse_probe,
+    pixel_guard,
+    probe_json,
+)
 from vidpipe.media.tools import run_tool
 
 REFUSED_FORMATS = {
@@ -32,6 +40,7 @@ MAX_ASPECT_RATIO = 10
 MAX_PLAUSIBLE_FRAME_RATE = 240
 UNSUPPORTED_CODECS = {"vvc1": "vvc (H.266)", "vvi1": "vvc (H.266)", "av02": "AV2", "evc1": "EVC (MPEG-5)"}
 """Sample-entry tags of formats newer than this ffmpeg, by name."""
+_OVER_PIXEL_LIMIT = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count (\d+)")
 _NOT_ON_WHITELIST = re.compile(r"^\[([a-z0-9_]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
@@ -46,7 +55,7 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
     """
     sniff(path)
     try:
-        data = probe_json(path, ffprobe=ffprobe, timeout=timeout)
+        data = probe_json(path, ffprobe=ffprobe, timeout=timeout, max_pixels=limits.max_pixels)
     except ToolFailedError as err:
         if err.retryable:
             raise
@@ -55,7 +64,7 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
     info = parse_probe(data, path=str(path))
     check_size_limits(data, info, path, limits)
     main = info.video_stream if info.has_video else info.audio_stream
-    content = read_stream_content(path, info, main, ffprobe=ffprobe, timeout=timeout)
+    content = read_stream_content(path, info, main, ffprobe=ffprobe, timeout=timeout, max_pixels=limits.max_pixels)
     check_complete(info, content, indexed_packets(data, main), path)
     info = believe_the_packets(info, content)
     check_time_limits(info, path, limits)
@@ -108,6 +117,10 @@ def explain_probe_failure(stderr_tail: list[str]) -> str:
             if fmt.endswith("_pipe"):
                 return f"not a video: the file is a still image ({fmt.removesuffix('_pipe')})"
             return "not a video: " + REFUSED_FORMATS.get(fmt, f"the {fmt} format is not accepted")
+    oversized = _OVER_PIXEL_LIMIT.search(text)
+    if oversized:
+        width, height, limit = (int(group) for group in oversized.groups())
+        return f"{width}×{height} exceeds the {limit:,}-pixel limit"
     if "moov atom not found" in text:
         return "the file is incomplete: its MP4 index (moov box) is missing, so the upload was probably cut short"
     if "Invalid data found when processing input" in text:
@@ -180,7 +193,7 @@ TRUNCATION_WARNINGS = ("File ended prematurely", "partial file", "truncated")
 
 
 def read_stream_content(
-    path: Path, info: VideoInfo, stream: int | None, *, ffprobe: str, timeout: float
+    path: Path, info: VideoInfo, stream: int | None, *, ffprobe: str, timeout: float, max_pixels: int
 ) -> StreamContent:
     """Read every packet of ``stream`` (through the input guards, with the demuxer the probe found)."""
     packets, start, last, end, cut_short = 0, None, None, None, False
@@ -200,7 +213,8 @@ def read_stream_content(
         cut_short = cut_short or any(warning in line for warning in TRUNCATION_WARNINGS)
 
     argv = [
-        ffprobe, "-v", "warning", *INPUT_GUARDS, "-f", info.demuxer, "-select_streams", str(stream),
+        ffprobe, "-v", "warning", *INPUT_GUARDS, *pixel_guard(max_pixels), "-f", info.demuxer,
+        "-select_streams", str(stream),
         "-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", str(path),
     ]  # fmt: skip
     run_tool(argv, timeout=timeout, on_stdout_line=on_packet, on_stderr_line=on_warning, subject=str(path))
