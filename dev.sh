@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vidpipe's two commands:
 #   ./dev.sh run    set everything up, then start the Dagster UI + daemon with the upload sensor on
-#   ./dev.sh test   set everything up, then run the whole test suite (extra args go to pytest)
+#   ./dev.sh test   set everything up, lint, then run the whole test suite (extra args go to pytest)
+#   ./dev.sh lint   ruff check, ruff format --check and mypy (what ./dev.sh test runs first)
 set -euo pipefail
 cd "$(dirname "$0")"
 PROJECT_DIR=$(pwd)
@@ -39,6 +40,12 @@ prepare_dagster_home() {
   [ -e "$DAGSTER_HOME/dagster.yaml" ] || ln -s "$PROJECT_DIR/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
 }
 
+lint() {
+  .venv/bin/ruff check vidpipe vidpipe_tests benchmarks
+  .venv/bin/ruff format --check vidpipe vidpipe_tests benchmarks
+  .venv/bin/mypy
+}
+
 case "${1:-}" in
   run)
     install_system_packages
@@ -57,10 +64,15 @@ case "${1:-}" in
     shift
     install_system_packages
     install_python_packages
+    lint
     exec .venv/bin/python -m pytest "$@"
     ;;
+  lint)
+    install_python_packages
+    lint
+    ;;
   *)
-    echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] | ./dev.sh lint" >&2
     exit 2
     ;;
 esac

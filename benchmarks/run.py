@@ -26,12 +26,13 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from PIL import Image, ImageDraw
 
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
-from vidpipe.defs.assets import upload_tags, videos
+from vidpipe.defs.partitions import VIDEOS, upload_tags
 from vidpipe.inbox import InboxCursor, scan_inbox
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
@@ -83,7 +84,7 @@ def vidpipe_run(clip: Path, storage: Path) -> tuple[float, dict]:
     os.environ["VIDPIPE_INBOX"] = str(clip.parent)
     with tempfile.TemporaryDirectory(prefix="vidpipe-bench-") as home, dg.instance_for_test(temp_dir=home) as instance:
         key = partition_key(clip.name, sha256_file(clip))
-        instance.add_dynamic_partitions(videos.name, [key])
+        instance.add_dynamic_partitions(VIDEOS, [key])
         result = dg.execute_job(
             dg.reconstructable(process_video_job),
             instance=instance,
@@ -96,6 +97,7 @@ def vidpipe_run(clip: Path, storage: Path) -> tuple[float, dict]:
             e.timestamp
             for e in events
             if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+            and e.dagster_event is not None
             and e.dagster_event.asset_key == dg.AssetKey("video_manifest")
         )
     manifest = json.loads((storage / key / "manifest.json").read_text())
@@ -128,13 +130,16 @@ def ssim(rendition: Path, source: Path, width: int, height: int) -> float:
          f"[1:v]scale={width}:{height}:flags=bicubic[ref];[0:v][ref]ssim", "-f", "null", "-"],
         capture_output=True, text=True, check=True,
     ).stderr  # fmt: skip
-    return float(re.search(r"All:([0-9.]+)", out).group(1))
+    found = re.search(r"All:([0-9.]+)", out)
+    assert found, out
+    return float(found.group(1))
 
 
 def scenario_one_video(repeat: int, seconds: float) -> list[dict]:
     clip = make_input("one-video", "1920x1080", seconds)
     vidpipe_times, raw_times, classic_times = [], [], []
-    manifest, storage = {}, WORK / "s1-storage"
+    manifest: dict[str, Any] = {}
+    storage = WORK / "s1-storage"
     for _ in range(repeat):
         shutil.rmtree(storage, ignore_errors=True)
         elapsed, manifest = vidpipe_run(clip, storage)

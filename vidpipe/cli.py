@@ -235,7 +235,8 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     import dagster as dg
 
     from vidpipe.definitions import build_assets
-    from vidpipe.defs.assets import PROGRESS_LOG, failure_reason, upload_tags, videos
+    from vidpipe.defs.assets import PROGRESS_LOG
+    from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
     from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 
     key = partition_key(path.name, sha256_file(path))
@@ -246,7 +247,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     PROGRESS_LOG.propagate = False
     with tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home, _removed_after(PROGRESS_LOG, progress):
         instance = dg.DagsterInstance.ephemeral(tempdir=dagster_home)
-        instance.add_dynamic_partitions(videos.name, [key])
+        instance.add_dynamic_partitions(VIDEOS, [key])
         result = dg.materialize(
             build_assets(),
             instance=instance,

@@ -26,6 +26,7 @@ gone, marks it failed and frees its pool slots, and run retries re-run it (``dag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import math
@@ -94,10 +95,8 @@ def become_subreaper() -> None:
 
 
 def _send(pid: int, sig: signal.Signals, *, group: bool = False) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         (os.killpg if group else os.kill)(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(child: int | None = None) -> int | None:
@@ -114,7 +113,7 @@ def _reap(child: int | None = None) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def _wait(child: int, deadline: float, stop_signals: set[int]) -> tuple[int | None, int | None]:
+def _wait(child: int, deadline: float, stop_signals: set[signal.Signals]) -> tuple[int | None, int | None]:
     """Wait until ``child`` exits (its exit code, None) or one of ``stop_signals`` arrives (None, the signal).
 
     (None, None) at ``deadline``. The signals are blocked and taken with ``sigtimedwait``, so

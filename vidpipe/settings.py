@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_DIR / "data"
@@ -40,7 +41,7 @@ LIMIT_VARIABLES = {
 }
 
 
-def limit_overrides() -> dict[str, int | float]:
+def limit_overrides() -> dict[str, Any]:
     """Upload limits set by ``VIDPIPE_MAX_*`` variables, as ``FFmpegResource`` fields."""
     overrides = {}
     for variable, (field, kind) in LIMIT_VARIABLES.items():

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from vidpipe.definitions import build_assets, build_definitions
-from vidpipe.defs.assets import failure_reason, upload_tags, videos
+from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
 from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
 from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -35,7 +35,7 @@ class Pipeline:
 
     def add(self, clip) -> str:
         key = partition_key(clip.name, sha256_file(clip))
-        self.instance.add_dynamic_partitions(videos.name, [key])
+        self.instance.add_dynamic_partitions(VIDEOS, [key])
         return key
 
     def materialize(self, key, *, upload=None, inbox=None, assets=None, selection=None, tags=None, raise_on_error=True):

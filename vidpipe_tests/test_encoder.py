@@ -137,7 +137,7 @@ def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landsca
 
 
 def test_a_stuck_process_is_killed_at_its_time_limit():
-    with pytest.raises(ToolTimeoutError, match="longer than 0.5 s"):
+    with pytest.raises(ToolTimeoutError, match=r"longer than 0\.5 s"):
         run_tool(["sleep", "30"], timeout=0.5)
 
 

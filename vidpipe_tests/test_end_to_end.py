@@ -10,6 +10,7 @@ uploaded again under another name while the first copy is processed start nothin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -164,10 +165,8 @@ def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT
 
 def signal_groups(processes: list[subprocess.Popen], sig: signal.Signals) -> None:
     for process in processes:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def stop(processes: list[subprocess.Popen], grace_seconds: float = 10) -> None:
@@ -175,10 +174,8 @@ def stop(processes: list[subprocess.Popen], grace_seconds: float = 10) -> None:
     signal_groups(processes, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     for process in processes:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     signal_groups(processes, signal.SIGKILL)
     for process in processes:
         process.wait()

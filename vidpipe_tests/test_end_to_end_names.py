@@ -9,7 +9,7 @@ import shutil
 
 from dagster import DagsterRunStatus
 
-from vidpipe.defs.assets import UPLOAD_FILE_TAG
+from vidpipe.defs.partitions import UPLOAD_FILE_TAG
 from vidpipe.inbox import resolve_upload
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
-from vidpipe.defs.assets import upload_tags
 from vidpipe.defs.executor import executor_run_config
+from vidpipe.defs.partitions import upload_tags
 from vidpipe.defs.step_preload import instance_class_modules
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key

@@ -87,7 +87,7 @@ def test_sources_without_audio_plan_renditions_without_audio():
 
 def test_editing_one_rung_changes_only_its_code_version():
     edited = tuple(replace(r, crf=r.crf + 1) if r.name == "h264_480p" else r for r in DEFAULT_LADDER)
-    changed = {a.name for a, b in zip(DEFAULT_LADDER, edited) if a.code_version != b.code_version}
+    changed = {a.name for a, b in zip(DEFAULT_LADDER, edited, strict=True) if a.code_version != b.code_version}
     assert changed == {"h264_480p"}
     assert len({r.code_version for r in DEFAULT_LADDER}) == len(DEFAULT_LADDER)
     assert len({r.name for r in DEFAULT_LADDER}) == len(DEFAULT_LADDER)

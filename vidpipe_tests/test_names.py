@@ -6,7 +6,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
+from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, VIDEOS
 from vidpipe.defs.resources import LocalVideoStorage
 from vidpipe.inbox import readable_name, resolve_upload
 from vidpipe.media.errors import InvalidVideoKeyError
@@ -25,7 +25,7 @@ HOSTILE_NAMES = [
 ]
 
 
-@pytest.fixture()
+@pytest.fixture
 def instance():
     with dg.instance_for_test() as instance:
         yield instance
@@ -78,4 +78,4 @@ def test_fifty_uploads_at_once_are_each_requested_exactly_once(instance, tmp_pat
     assert len(requests) == 50
     assert len({r.run_key for r in requests}) == len({r.partition_key for r in requests}) == 50
     assert harness.tick().run_requests == []
-    assert len(instance.get_dynamic_partitions(videos.name)) == 50
+    assert len(instance.get_dynamic_partitions(VIDEOS)) == 50

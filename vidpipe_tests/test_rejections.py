@@ -15,7 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from vidpipe.defs.rejections import REJECTED_TAG, forget_rejected, forget_rejected_uploads, restore_partitions
+from vidpipe.defs.partitions import REJECTED_TAG
+from vidpipe.defs.rejections import forget_rejected, forget_rejected_uploads, restore_partitions
 from vidpipe.media.errors import UnknownVideoError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key

@@ -8,21 +8,21 @@ import time
 import dagster as dg
 import pytest
 
-from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.executor import executor_run_config
+from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, VIDEOS
 from vidpipe.inbox import resolve_upload
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.harness import SensorHarness
 
 
-@pytest.fixture()
+@pytest.fixture
 def instance():
     with dg.instance_for_test() as instance:
         yield instance
 
 
-@pytest.fixture()
+@pytest.fixture
 def inbox(tmp_path):
     folder = tmp_path / "inbox"
     folder.mkdir()
@@ -45,7 +45,7 @@ def test_new_upload_adds_a_partition_and_requests_one_run(instance, inbox, lands
     assert request.partition_key == f"my-holiday-{sha[:12]}"
     assert request.run_key == f"{sha}-{upload.stat().st_ctime_ns}"
     assert request.tags == {UPLOAD_FILE_TAG: "My Holiday.mp4", UPLOAD_NAME_TAG: "My Holiday.mp4"}
-    assert instance.get_dynamic_partitions(videos.name) == [request.partition_key]
+    assert instance.get_dynamic_partitions(VIDEOS) == [request.partition_key]
     assert harness.tick().run_requests == []
 
 
@@ -72,7 +72,7 @@ def test_a_file_still_being_written_is_left_alone(instance, inbox, landscape_cli
     requests += harness.tick().run_requests
     # One run, for the whole file: none for any part of it seen while it was being written.
     assert [request.run_key.split("-")[0] for request in requests] == [sha256_file(landscape_clip)]
-    assert len(instance.get_dynamic_partitions(videos.name)) == 1
+    assert len(instance.get_dynamic_partitions(VIDEOS)) == 1
 
 
 def test_an_upload_that_settles_during_a_tick_is_taken_in_that_tick(instance, inbox, landscape_clip):
@@ -88,7 +88,7 @@ def test_small_uploads_run_in_one_process_and_larger_ones_a_process_per_step(ins
     copy_in(landscape_clip, inbox, "clip.mp4")
     [small] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size + 1).tick().run_requests
     assert small.run_config == executor_run_config(in_one_process=True)
-    instance.delete_dynamic_partition(videos.name, small.partition_key)
+    instance.delete_dynamic_partition(VIDEOS, small.partition_key)
     [large] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size).tick().run_requests
     assert large.run_config == executor_run_config(in_one_process=False)
 
@@ -100,7 +100,7 @@ def test_the_same_bytes_uploaded_twice_are_processed_once(instance, inbox, lands
     assert len(harness.tick().run_requests) == 1
     copy_in(landscape_clip, inbox, "third.mp4")
     assert harness.tick().run_requests == []
-    assert len(instance.get_dynamic_partitions(videos.name)) == 1
+    assert len(instance.get_dynamic_partitions(VIDEOS)) == 1
 
 
 def test_cursor_stays_small_however_many_files_were_seen(instance, inbox):
@@ -111,7 +111,7 @@ def test_cursor_stays_small_however_many_files_were_seen(instance, inbox):
             (inbox / f"clip-{batch}-{i}.mp4").write_bytes(f"{batch}-{i}".encode())
         assert len(harness.tick().run_requests) == 60
         sizes.append(len(harness.cursor))
-    assert len(instance.get_dynamic_partitions(videos.name)) == 180
+    assert len(instance.get_dynamic_partitions(VIDEOS)) == 180
     assert max(sizes) < 200, sizes
 
 
@@ -121,7 +121,7 @@ def test_a_tick_whose_runs_were_not_created_is_taken_again_in_full(instance, inb
     copy_in(landscape_clip, inbox, "first.mp4")
     copy_in(silent_clip, inbox, "second.mp4")
     failed_tick = harness.tick(create_runs=False)
-    assert len(failed_tick.run_requests) == 2 and len(instance.get_dynamic_partitions(videos.name)) == 2
+    assert len(failed_tick.run_requests) == 2 and len(instance.get_dynamic_partitions(VIDEOS)) == 2
     retried = harness.tick()
     assert [(r.run_key, r.partition_key) for r in retried.run_requests] == [
         (r.run_key, r.partition_key) for r in failed_tick.run_requests
@@ -160,7 +160,7 @@ def test_a_video_whose_runs_all_failed_is_run_again_when_uploaded_again(instance
     copy_in(landscape_clip, inbox, "clip.mp4")
     [again] = harness.tick().run_requests
     assert again.partition_key == first.partition_key and again.run_key != first.run_key
-    assert len(instance.get_dynamic_partitions(videos.name)) == 1
+    assert len(instance.get_dynamic_partitions(VIDEOS)) == 1
 
 
 def test_a_refused_video_is_not_run_again_when_uploaded_again(instance, inbox, landscape_clip):

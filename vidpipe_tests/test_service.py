@@ -234,9 +234,9 @@ def test_the_units_recover_a_code_server_restart_and_a_stop_mid_encode(unit_stac
         stopped_in = systemctl_stop(stack)
         print(f"every unit stopped, with all its processes, {stopped_in:.1f} s after SIGTERM")
         assert stopped_in < STOP_LIMIT_SECONDS
-        assert {name: process.returncode for name, process in stack.processes.items()} == {
-            name: -signal.SIGTERM for name in UNITS
-        }, "each unit's main process dies of SIGTERM, which systemd counts as a clean stop"
+        assert {name: process.returncode for name, process in stack.processes.items()} == dict.fromkeys(
+            UNITS, -signal.SIGTERM
+        ), "each unit's main process dies of SIGTERM, which systemd counts as a clean stop"
         in_flight = [record.dagster_run for record in runs_of(stack.instance, DagsterRunStatus.STARTED)]
         assert len(in_flight) == 1, "the run must be stopped, not left to finish: it stays STARTED to be re-run"
         assert in_flight[0].parent_run_id == lost.dagster_run.run_id

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
-from vidpipe.defs.assets import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
+from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
 from vidpipe.defs.resources import LocalVideoStorage
 from vidpipe.media.errors import UploadError
 from vidpipe.media.files import sha256_file
@@ -25,7 +25,7 @@ from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_fai
 SECRET = "root-only secret, never to be copied"
 
 
-@pytest.fixture()
+@pytest.fixture
 def pipeline(tmp_path):
     with dg.instance_for_test() as instance:
         yield Pipeline(instance, tmp_path / "storage")
@@ -87,11 +87,14 @@ def test_a_stored_original_is_never_more_readable_than_the_upload(pipeline, tmp_
 )
 def test_a_run_config_cannot_change_binaries_or_folders(resource, config):
     job = build_definitions().resolve_job_def(PROCESS_JOB_NAME)
-    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as refused:
+    with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("videos", ["x-0123456789ab"])
-        job.execute_in_process(
-            run_config={"resources": {resource: {"config": config}}}, partition_key="x-0123456789ab", instance=instance
-        )
+        with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+            job.execute_in_process(
+                run_config={"resources": {resource: {"config": config}}},
+                partition_key="x-0123456789ab",
+                instance=instance,
+            )
     assert f'unexpected config entry "{next(iter(config))}"' in str(refused.value)
 
 
@@ -106,7 +109,7 @@ def test_a_key_vidpipe_did_not_make_fails_once_in_plain_words(pipeline, tmp_path
     assert not (tmp_path / "etc").exists()
 
 
-@pytest.fixture()
+@pytest.fixture
 def small_disk(tmp_path):
     """A 256 KiB file system, to fill up for real; ``grow()`` gives it room again."""
     mount_point = tmp_path / "small-disk"

@@ -49,7 +49,7 @@ def graphql(url, query, **kwargs):
     return status, json.loads(body) if status == 200 else body
 
 
-@pytest.fixture()
+@pytest.fixture
 def ui_behind_proxy(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
+from typing import Any
 
 import dagster as dg
 
+from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
-from vidpipe.inbox import name_ref, readable_name
 from vidpipe.media.encoder import DecodeReport, Progress, output_filename
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
 from vidpipe.media.files import write_atomically
@@ -28,25 +29,11 @@ from vidpipe.media.manifest import (
 )
 from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
 
-videos = dg.DynamicPartitionsDefinition(name="videos")
-
 # Per-partition checks are a preview feature in Dagster 1.13; they are what makes the UI show
 # a check result for each video rather than only for the latest one.
 warnings.filterwarnings(
     "ignore", category=dg.PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec"
 )
-
-UPLOAD_FILE_TAG = "vidpipe/upload_file"
-"""The upload's exact name in the inbox, percent-encoded (``inbox.name_ref``): a run reads nothing else."""
-UPLOAD_NAME_TAG = "vidpipe/upload_name"
-"""The upload's name for people (``inbox.readable_name``)."""
-PARTITION_TAG = "dagster/partition"
-
-
-def upload_tags(name: str) -> dict[str, str]:
-    """The tags of a run that takes the inbox file ``name``: printable ASCII whatever bytes the name has."""
-    return {UPLOAD_FILE_TAG: name_ref(name), UPLOAD_NAME_TAG: readable_name(name)}
-
 
 MANIFEST_CHECK = "manifest_outputs_complete"
 DECODING_CHECK = "source_decoded_cleanly"
@@ -94,14 +81,6 @@ def failures_for_people(
             metadata={k: dg.MetadataValue.text(v) for k, v in err.context().items()},
             allow_retries=err.retryable,
         ) from err
-
-
-def failure_reason(event: dg.DagsterEvent) -> str:
-    """What a failed step's event says to a person: the ``Failure`` description, else the error's last line."""
-    data = event.step_failure_data
-    if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
-    return data.error.message.strip().splitlines()[-1] if data.error else "the step failed"
 
 
 def rendition_key(rung: Rung) -> dg.AssetKey:
@@ -233,16 +212,15 @@ def _encode(
     if not planned:
         return {}, []
     out_dir = storage.output_dir(source.key, "renditions")
-    context.log.info(
-        "encoding " + ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned) + " in one ffmpeg run"
-    )
+    sizes = ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
+    context.log.info(f"encoding {sizes} in one ffmpeg run")
     command, encoded = ffmpeg.encode(source.path, source.info, planned, out_dir, on_progress=_progress_logger(context))
     public_argv = command.argv_relative_to(storage.output_dir(source.key))
     if not encoded.decoding.clean:
         context.log.warning(f"the source {encoded.decoding.summary()}; what decoded is published")
     # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values())))
+        infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values()), strict=True))
     made = {
         p.rung.name: RenditionFile(
             name=p.rung.name,
@@ -255,7 +233,7 @@ def _encode(
         for p in planned
     }
     record = {"argv": command.argv, "public_argv": public_argv, "decoding": asdict(encoded.decoding)}
-    storage.record_renditions(source.key, {name: record for name in made})
+    storage.record_renditions(source.key, dict.fromkeys(made, record))
     return made, command.argv
 
 
@@ -295,7 +273,7 @@ def _rendition_set(
     return RenditionSet(files=tuple(files), not_made=not_made)
 
 
-def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, object]:
+def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, Any]:
     info = rendition.info
     return {
         "file": dg.MetadataValue.path(str(rendition.path)),
@@ -309,7 +287,7 @@ def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, 
     }
 
 
-def _ladder_metadata(made: RenditionSet) -> dict[str, object]:
+def _ladder_metadata(made: RenditionSet) -> dict[str, Any]:
     return {
         "made": ", ".join(f.name for f in made.files) or "none",
         "not_made": dg.MetadataValue.md(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from vidpipe.defs.assets import PARTITION_TAG, failure_reason
+from vidpipe.defs.partitions import PARTITION_TAG, failure_reason
 
 LOG_RECORD_METADATA = "dagster_meta"
 """The attribute Dagster's log handler puts on each record (``dagster._core.log_manager.LOG_RECORD_METADATA_ATTR``,

@@ -11,7 +11,7 @@ PROCESS_PER_STEP = {
         "start_method": {"forkserver": {"preload_modules": ["vidpipe.definitions", "vidpipe.defs.step_preload"]}}
     }
 }
-ONE_PROCESS = {"in_process": {}}
+ONE_PROCESS: dict[str, dict[str, object]] = {"in_process": {}}
 
 
 def _choose(config: dict) -> dict:

@@ -9,28 +9,25 @@ functions serve the ``vidpipe rejections | rerun | forget`` commands and the
 
 import dagster as dg
 
-from vidpipe.defs.assets import videos
+from vidpipe.defs.partitions import VIDEOS
 from vidpipe.defs.resources import VideoStorage
 from vidpipe.media.errors import UnknownVideoError
-
-REJECTED_TAG = "vidpipe/rejected"
-"""On a failed run whose upload was refused: filter the UI's runs list by it to list rejections."""
 
 
 def withdraw_partition(instance: dg.DagsterInstance, key: str) -> None:
     """Take a refused upload's partition out of the asset graph (its runs and events stay in the instance)."""
-    if instance.has_dynamic_partition(videos.name, key):
-        instance.delete_dynamic_partition(videos.name, key)
+    if instance.has_dynamic_partition(VIDEOS, key):
+        instance.delete_dynamic_partition(VIDEOS, key)
 
 
 def restore_partitions(instance: dg.DagsterInstance, storage: VideoStorage, keys: list[str]) -> None:
     """Add back the partitions of ``keys`` whose original is kept (refused uploads to re-try)."""
-    missing = [key for key in keys if not instance.has_dynamic_partition(videos.name, key)]
+    missing = [key for key in keys if not instance.has_dynamic_partition(VIDEOS, key)]
     unknown = [key for key in missing if storage.stored_original(key) is None]
     if unknown:
         raise UnknownVideoError(f"no video {', '.join(unknown)}: neither a partition nor a kept original")
     if missing:
-        instance.add_dynamic_partitions(videos.name, missing)
+        instance.add_dynamic_partitions(VIDEOS, missing)
 
 
 def forget_rejected(instance: dg.DagsterInstance, storage: VideoStorage, keys: list[str]) -> None:

@@ -326,4 +326,5 @@ class StepValues(dg.UPathIOManager):
 
 @dg.io_manager(description="Values passed between steps, pickled under the instance's storage folder.")
 def step_values(init_context: dg.InitResourceContext) -> StepValues:
+    assert init_context.instance is not None  # a run's resources always have one
     return StepValues(base_path=UPath(init_context.instance.storage_directory()))

@@ -108,7 +108,7 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
             for record in page.records:
                 event = record.event_log_entry.dagster_event
                 pid = event.engine_event_data.metadata.get("pid") if event and not event.step_key else None
-                if pid is not None:
+                if pid is not None and isinstance(pid.value, (int, str)):
                     return int(pid.value), record.timestamp
             if not page.has_more:
                 return None

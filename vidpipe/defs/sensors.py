@@ -8,17 +8,22 @@ from pathlib import Path
 import dagster as dg
 
 from vidpipe import settings
-from vidpipe.defs.assets import PARTITION_TAG, failure_reason, upload_tags, videos
 from vidpipe.defs.executor import executor_run_config
-from vidpipe.defs.rejections import REJECTED_TAG, withdraw_partition
+from vidpipe.defs.partitions import (
+    FAILURE_TAG,
+    FAILURE_TAG_CHARS,
+    PARTITION_TAG,
+    REJECTED_TAG,
+    VIDEOS,
+    WILL_RETRY_TAG,
+    failure_reason,
+    upload_tags,
+    videos,
+)
+from vidpipe.defs.rejections import withdraw_partition
 from vidpipe.defs.resources import InboxResource, VideoStorage
 from vidpipe.inbox import InboxCursor, Upload, readable_name
 from vidpipe.media.keys import content_hash_of, is_partition_key, partition_key, short_hash
-
-FAILURE_TAG = "vidpipe/failure"
-FAILURE_TAG_CHARS = 200
-WILL_RETRY_TAG = "dagster/will_retry"
-"""Set by Dagster on a failed run: whether the instance's run retries will re-run it."""
 
 DAEMON_LOOP_SECONDS = 5
 """How often the sensor daemon evaluates sensors (Dagster's ``MIN_INTERVAL_LOOP_TIME``)."""
@@ -61,19 +66,19 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         requests: list[dg.RunRequest] = []
         new_keys: list[str] = []
         if scan.uploads:
-            known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(videos.name)}
+            known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(VIDEOS)}
             content = [short_hash(upload.sha256) for upload in scan.uploads]
             taken = _videos_with_runs(context.instance, [known[c] for c in content if c in known])
-            for upload, upload_content in zip(scan.uploads, content):
+            for upload, upload_content in zip(scan.uploads, content, strict=True):
                 # A refused upload's partition is withdrawn: its rejection, kept in storage, names it.
                 key = known.get(upload_content) or storage.rejected_video(upload_content)
                 if key is None:
                     key = known[upload_content] = partition_key(upload.name, upload.sha256)
                     new_keys.append(key)
-                reason = taken.get(key) or storage.rejection_reason(key)
-                if reason:
+                handled = taken.get(key) or storage.rejection_reason(key)
+                if handled:
                     context.log.info(
-                        f"'{upload.readable_name}' is video {key}, already taken care of ({reason}); skipped"
+                        f"'{upload.readable_name}' is video {key}, already taken care of ({handled}); skipped"
                     )
                     continue
                 taken[key] = "requested in this evaluation"

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 
@@ -24,6 +25,8 @@ from vidpipe.media.validate import Limits
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "repeat+level+warning", "-nostats", "-progress", "pipe:1")
 DISK_FULL_MARKER = "No space left on device"
 SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
+Node = Any
+"""An ffmpeg-python stream or filter node (the library has no type annotations)."""
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
 
 
@@ -159,7 +162,7 @@ class Encoded:
     decoding: DecodeReport
 
 
-def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels):
+def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels) -> Node:
     """An ffmpeg-python input that reads only this local file, with the demuxer the probe found.
 
     ``max_pixels`` makes the decoder refuse frames larger than the limit, whatever the header said.
@@ -173,7 +176,7 @@ def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pi
     )
 
 
-def condition_picture(video, info: VideoInfo):
+def condition_picture(video: Node, info: VideoInfo) -> Node:
     """Deinterlace interlaced sources; tone-map HDR (PQ/HLG) to SDR BT.709 for 8-bit rungs."""
     if info.is_interlaced:
         video = video.filter("bwdif", mode="send_frame", parity="auto", deint="all")
@@ -233,7 +236,7 @@ def build_encode_command(
     return EncodeCommand(source=source, argv=argv, temporary_outputs=temporary, final_outputs=final)
 
 
-def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> dict[str, object]:
+def _scaled_pictures(stream: Node, info: VideoInfo, plans: list[PlannedRendition]) -> dict[str, Node]:
     """Rung name → its picture: conditioned once, then scaled down the ladder one size at a time.
 
     Each distinct size is scaled once (rungs of two formats share it), from the next larger
@@ -253,6 +256,7 @@ def _scaled_pictures(stream, info: VideoInfo, plans: list[PlannedRendition]) -> 
         for copy, name in enumerate(users):
             pictures[name] = branches[copy] if branches is not None else picture
         if has_smaller:  # then there are at least two copies, so a split
+            assert branches is not None
             picture = branches[len(users)]
     return pictures
 

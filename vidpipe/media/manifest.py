@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vidpipe.media.encoder import DecodeReport
 from vidpipe.media.probe import VideoInfo
@@ -58,7 +59,7 @@ def build_manifest(
     renditions: list[RenditionFile],
     thumbnails: list[ThumbnailFile],
     manifest_dir: Path,
-) -> dict:
+) -> dict[str, Any]:
     """Paths are relative to ``manifest_dir``, where the manifest itself is written."""
     commands: list[tuple[str, ...]] = []
     for rendition in renditions:
@@ -115,7 +116,7 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
 
 
-def manifest_problems(manifest: dict, manifest_dir: Path) -> list[str]:
+def manifest_problems(manifest: dict[str, Any], manifest_dir: Path) -> list[str]:
     """What is wrong between a manifest and the files beside it; empty when all is well.
 
     Every listed file must exist (renditions with their listed size), and every rendition

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.tools import run_tool
@@ -17,6 +18,8 @@ ALLOWED_DEMUXERS = (
     "mov", "matroska", "avi", "flv", "mpegts", "ogg", "mpeg", "asf", "mxf", "yuv4mpegpipe",
     "mp3", "wav", "flac", "aac",
 )  # fmt: skip
+Json = dict[str, Any]
+"""A JSON object as ffprobe writes it."""
 INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))
 SHOW_ALL = ("-show_format", "-show_streams")
 
@@ -103,7 +106,7 @@ class VideoInfo:
             return self.height, square_width
         return square_width, self.height
 
-    def as_metadata(self) -> dict[str, object]:
+    def as_metadata(self) -> dict[str, str | int | float | None]:
         """Plain values for logs, UI metadata and manifests."""
         return {
             "container": self.container,
@@ -129,7 +132,7 @@ class VideoInfo:
         }
 
 
-def probe(path: str | os.PathLike, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
+def probe(path: str | os.PathLike[str], *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
     """Probe a file vidpipe trusts (its own outputs); uploads go through ``validate.inspect_upload``."""
     path = os.fspath(path)
     try:
@@ -150,23 +153,24 @@ def pixel_guard(max_pixels: int | None) -> tuple[str, ...]:
 
 
 def probe_json(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     ffprobe: str = "ffprobe",
     timeout: float = 60,
     args: tuple[str, ...] = SHOW_ALL,
     max_pixels: int | None = None,
-) -> dict:
+) -> Json:
     """ffprobe's JSON for ``path``, read through the input guards (and the pixel limit, for uploads).
 
     ffmpeg-python's ``probe()`` has no time limit and no way to pass input options before
     the file name, so the same ffprobe call runs through ``run_tool``.
     """
     argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *pixel_guard(max_pixels), *args, "-of", "json", os.fspath(path)]
-    return json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
+    data: Json = json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
+    return data
 
 
-def parse_probe(data: dict, *, path: str) -> VideoInfo:
+def parse_probe(data: Json, *, path: str) -> VideoInfo:
     """Turn ffprobe's JSON into ``VideoInfo``; refuse files with neither video nor audio."""
     fmt = data.get("format", {})
     streams = [s for s in data.get("streams", []) if has_decoder(s)]
@@ -183,7 +187,7 @@ def parse_probe(data: dict, *, path: str) -> VideoInfo:
     width, height = int(picture.get("width") or 0), int(picture.get("height") or 0)
     if video is not None and (width <= 0 or height <= 0):
         raise InvalidMediaError("not a video: the video stream has no picture size", path=path)
-    main = video or audio
+    main = video or audio or {}
     duration = _float(main.get("duration")) or _float(fmt.get("duration")) or 0.0
     return VideoInfo(
         container=fmt.get("format_name", "unknown"),
@@ -209,18 +213,18 @@ def parse_probe(data: dict, *, path: str) -> VideoInfo:
     )
 
 
-def format_tag(stream: dict) -> str:
+def format_tag(stream: Json) -> str:
     """The container's name for a stream's format (``vvc1``), or ``unknown`` when it has none."""
     tag = stream.get("codec_tag_string") or ""
     return tag if tag.isprintable() and not tag.startswith("[") else "unknown"
 
 
-def has_decoder(stream: dict) -> bool:
+def has_decoder(stream: Json) -> bool:
     """Whether ffmpeg knows the stream's format (ffprobe names no codec for formats it cannot decode)."""
     return stream.get("codec_name") not in (None, "", "none", "unknown")
 
 
-def _default_stream(streams: list[dict], codec_type: str) -> dict | None:
+def _default_stream(streams: list[Json], codec_type: str) -> Json | None:
     """The stream a player would pick: the one marked default, else the first.
 
     Cover art (an attached picture) is not a video stream.
@@ -234,7 +238,7 @@ def _default_stream(streams: list[dict], codec_type: str) -> dict | None:
     return candidates[0] if candidates else None
 
 
-def _rotation(stream: dict) -> int:
+def _rotation(stream: Json) -> int:
     """Clockwise display rotation, snapped to a multiple of 90.
 
     ffprobe reports a display matrix as a counter-clockwise angle; older files carry a

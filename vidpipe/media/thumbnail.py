@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def _resize_to_width(frame: Image.Image, width: int) -> Image.Image:
     return frame.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def _encode(image: Image.Image, fmt: str, options: dict) -> bytes:
+def _encode(image: Image.Image, fmt: str, options: Mapping[str, object]) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt.upper(), **options)
     return buffer.getvalue()

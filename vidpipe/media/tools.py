@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -60,8 +61,11 @@ def run_tool(
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     stdout_chunks: list[bytes] = []
 
+    assert proc.stdout is not None and proc.stderr is not None  # both are pipes
+    stdout, stderr = proc.stdout, proc.stderr
+
     def pump_stderr() -> None:
-        for raw in proc.stderr:
+        for raw in stderr:
             line = raw.decode("utf-8", errors="replace").rstrip()
             if line:
                 stderr_tail.append(line)
@@ -69,7 +73,7 @@ def run_tool(
                     on_stderr_line(line)
 
     def pump_stdout() -> None:
-        for raw in proc.stdout:
+        for raw in stdout:
             if on_stdout_line is None:
                 stdout_chunks.append(raw)
             else:
@@ -118,9 +122,7 @@ def plain_failure(tool: str, stderr_tail: Sequence[str], returncode: int) -> str
     return f"{tool} stopped with an error (exit status {returncode}); its last messages are in the details"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

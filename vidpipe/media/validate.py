@@ -17,6 +17,7 @@ from pathlib import Path
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.probe import (
     INPUT_GUARDS,
+    Json,
     VideoInfo,
     format_tag,
     has_decoder,
@@ -59,7 +60,9 @@ def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", time
     except ToolFailedError as err:
         if err.retryable:
             raise
-        raise InvalidMediaError(explain_probe_failure(err.stderr_tail), path=str(path), stderr_tail=err.stderr_tail)
+        raise InvalidMediaError(
+            explain_probe_failure(err.stderr_tail), path=str(path), stderr_tail=err.stderr_tail
+        ) from err
     refuse_undecodable_video(data, path)
     info = parse_probe(data, path=str(path))
     check_size_limits(data, info, path, limits)
@@ -128,7 +131,7 @@ def explain_probe_failure(stderr_tail: list[str]) -> str:
     return "not a readable video: ffprobe could not parse the file"
 
 
-def check_size_limits(data: dict, info: VideoInfo, path: Path, limits: Limits) -> None:
+def check_size_limits(data: Json, info: VideoInfo, path: Path, limits: Limits) -> None:
     """Refuse what exceeds the size limits, judging by the header's own claims (``-max_pixels`` holds
     the decoder to the same pixel limit whatever the header said)."""
     streams = data.get("streams", [])
@@ -221,7 +224,7 @@ def read_stream_content(
     return StreamContent(packets=packets, start=start, last=last, end=end, cut_short=cut_short)
 
 
-def indexed_packets(data: dict, stream: int | None) -> int:
+def indexed_packets(data: Json, stream: int | None) -> int:
     """How many packets the container's index lists for ``stream`` (MP4/MOV sample tables); 0 if unknown."""
     for entry in data.get("streams", []):
         if entry.get("index") == stream and str(entry.get("nb_frames", "")).isdigit():
@@ -272,7 +275,7 @@ def believe_the_packets(info: VideoInfo, content: StreamContent) -> VideoInfo:
     return replace(info, duration=duration, avg_frame_rate=average)
 
 
-def refuse_undecodable_video(data: dict, path: Path) -> None:
+def refuse_undecodable_video(data: Json, path: Path) -> None:
     """Refuse a file whose every video stream is in a format this ffmpeg cannot decode, saying which."""
     video = [s for s in data.get("streams", []) if s.get("codec_type") == "video"]
     if video and not any(has_decoder(s) for s in video):
