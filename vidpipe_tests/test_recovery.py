@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter, job, op
-from dagster._core.events import EngineEventData
-from dagster._core.launcher import WorkerStatus
-from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from vidpipe.defs.dagster_internals import (
+    EngineEventData,
+    GrpcServerCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+    WorkerStatus,
+)
 from vidpipe.defs.run_launcher import START_TIME_SLACK_SECONDS, ProcessCheckingRunLauncher, process_running_since
 from vidpipe.processes import process_start_time
 from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)

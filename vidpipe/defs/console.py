@@ -15,11 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from vidpipe.defs.dagster_internals import LOG_RECORD_METADATA
 from vidpipe.defs.partitions import PARTITION_TAG, failure_reason
-
-LOG_RECORD_METADATA = "dagster_meta"
-"""The attribute Dagster's log handler puts on each record (``dagster._core.log_manager.LOG_RECORD_METADATA_ATTR``,
-a public ``logging.LogRecord`` attribute; ``vidpipe_tests/test_executor.py`` checks the output)."""
 
 
 class OperatorFormatter(logging.Formatter):

@@ -14,19 +14,20 @@ address (the systemd units) is reported only once that server has answered for
 ``CODE_SERVER_SETTLED_SECONDS``: the daemon notices a restarted code server within a second
 or two. Until then the check says the run is still running.
 
-Dagster internals this relies on (dagster is pinned; ``vidpipe_tests/test_recovery.py``
-guards them, with the crash test and ``vidpipe_tests/test_service.py`` end to end):
+What this relies on (the private names come from ``dagster_internals``;
+``vidpipe_tests/test_recovery.py`` guards them, with the crash test and
+``vidpipe_tests/test_service.py`` end to end):
 
-- ``dagster._core.launcher.CheckRunHealthResult`` and ``WorkerStatus``, what the check returns;
+- ``CheckRunHealthResult`` and ``WorkerStatus``, what the check returns;
 - the run worker's pid in the run's event log: before a run turns STARTED its worker logs an
   ``ENGINE_EVENT`` with ``EngineEventData.in_process(pid)`` (metadata ``pid``, no step key;
   "Started process for run (pid: N)."); a run executed by a command in its own process
   (``dagster asset materialize``) logs the same from its executor. Read with
   ``DagsterInstance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT)``;
-- ``dagster._core.remote_origin.GrpcServerCodeLocationOrigin`` (a run's code server, as the
-  workspace names it) and its gRPC client's ``get_server_id``, which raises
-  ``dagster._core.errors.DagsterUserCodeUnreachableError`` while the server is down;
-- ``DefaultRunLauncher.__init__(inst_data)`` with ``dagster._serdes.ConfigurableClassData``,
+- ``GrpcServerCodeLocationOrigin`` (a run's code server, as the workspace names it) and its
+  gRPC client's ``get_server_id``, which raises ``DagsterUserCodeUnreachableError`` while the
+  server is down;
+- ``DefaultRunLauncher.__init__(inst_data)`` with ``ConfigurableClassData``,
   how the instance builds the launcher from ``dagster.yaml``.
 """
 
@@ -35,12 +36,15 @@ from __future__ import annotations
 import time
 
 from dagster import DagsterEventType, DefaultRunLauncher
-from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import ConfigurableClassData
 
+from vidpipe.defs.dagster_internals import (
+    CheckRunHealthResult,
+    ConfigurableClassData,
+    DagsterRun,
+    DagsterUserCodeUnreachableError,
+    GrpcServerCodeLocationOrigin,
+    WorkerStatus,
+)
 from vidpipe.processes import PROC, process_start_time
 
 START_TIME_SLACK_SECONDS = 2.0

@@ -6,15 +6,14 @@ storage classes: about 1.7 s of CPU per step on a 2-core machine. Importing the 
 classes here, before the fork, pays that once per run instead of once per step.
 
 Dagster has no public API naming those classes; ``InstanceRef`` is what
-``DagsterInstance.from_ref`` reads them from (dagster is pinned; a test covers this).
+``DagsterInstance.from_ref`` reads them from (see ``dagster_internals``).
 """
 
 import importlib
 import os
 import tempfile
 
-from dagster._core.instance.ref import InstanceRef
-from dagster._serdes import ConfigurableClassData
+from vidpipe.defs.dagster_internals import ConfigurableClassData, InstanceRef
 
 
 def instance_class_modules(dagster_home: str | None) -> list[str]:

@@ -1,0 +1,52 @@
+"""Every use of Dagster's private API (``dagster._…``) in vidpipe and its tests, in one place.
+
+Dagster is pinned (``dagster==1.13.27``); on an upgrade, this file and the tests named here
+say what to check. Everything else imports these names from here, never from ``dagster._…``.
+
+| name | from | used by | guarded by |
+|---|---|---|---|
+| ``InstanceRef``, ``ConfigurableClassData`` | ``dagster._core.instance.ref``, ``dagster._serdes`` | ``step_preload`` (the instance's storage classes, imported before step processes fork); ``run_launcher`` (how the instance builds it from ``dagster.yaml``) | ``test_executor.py::test_step_processes_preload_the_classes_of_the_instance_they_open``, ``test_recovery.py`` |
+| ``CheckRunHealthResult``, ``WorkerStatus`` | ``dagster._core.launcher`` | ``run_launcher`` (what a run worker health check returns) | ``test_recovery.py`` |
+| ``GrpcServerCodeLocationOrigin``, ``DagsterUserCodeUnreachableError`` | ``dagster._core.remote_origin``, ``dagster._core.errors`` | ``run_launcher`` (is the run's code server answering?) | ``test_recovery.py`` |
+| ``DagsterRun`` | ``dagster._core.storage.dagster_run`` | ``run_launcher`` (type of the run it checks) | ``test_recovery.py`` |
+| ``LOG_RECORD_METADATA`` | ``dagster._core.log_manager.LOG_RECORD_METADATA_ATTR`` | ``console`` (a log record's run, step and event) | ``test_executor.py`` (the console and log file lines) |
+| ``EngineEventData``, ``RemoteJobOrigin``, ``RemoteRepositoryOrigin`` | ``dagster._core.events``, ``dagster._core.remote_origin`` | tests only: a run worker's pid event, a run's code location | ``test_recovery.py`` |
+| ``StaleStatus``, ``get_stale_status_resolver`` | ``dagster._core.definitions.data_version``, ``dagster._utils.test.data_versions`` | tests only: which rungs a code change marks stale | ``test_pipeline.py`` |
+"""
+
+from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.events import EngineEventData
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR as LOG_RECORD_METADATA
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClassData
+
+__all__ = [
+    "LOG_RECORD_METADATA",
+    "CheckRunHealthResult",
+    "ConfigurableClassData",
+    "DagsterRun",
+    "DagsterUserCodeUnreachableError",
+    "EngineEventData",
+    "GrpcServerCodeLocationOrigin",
+    "InstanceRef",
+    "RemoteJobOrigin",
+    "RemoteRepositoryOrigin",
+    "WorkerStatus",
+]
+
+
+def __getattr__(name: str) -> object:
+    """The test-only names that are slow to import (``dagster._utils.test`` takes about a second),
+    imported on first use so that no vidpipe process pays for them."""
+    if name == "StaleStatus":
+        from dagster._core.definitions.data_version import StaleStatus
+
+        return StaleStatus
+    if name == "get_stale_status_resolver":
+        from dagster._utils.test.data_versions import get_stale_status_resolver
+
+        return get_stale_status_resolver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
