@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -16,18 +14,12 @@ from collections.abc import Callable, Sequence
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
 
 STDERR_TAIL_LINES = 12
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    """In the child: be killed when the process that started us dies (kill -9 included).
-
-    ffmpeg runs in its own session so a timeout can kill its whole group; without this it
-    would outlive a killed worker and keep burning CPU on output nobody will publish.
-    """
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
+"""util-linux's ``setpriv`` sets the tool's parent-death signal and then execs it: the tool is
+killed when the process that started it dies, ``kill -9`` included. ffmpeg runs in a session of
+its own (so a timeout can kill its whole group) and would otherwise outlive a killed worker,
+burning CPU on output nobody will publish. (Python's ``preexec_fn`` could make the same ``prctl``
+call, but is documented as unsafe in a process with threads, which a run worker is.)"""
 
 
 def run_tool(
@@ -45,18 +37,15 @@ def run_tool(
     The process runs in its own process group so a timeout (or our own interruption)
     kills ffmpeg together with anything it started.
     """
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            # Only a prctl call between fork and exec: none of the locks preexec_fn can deadlock on.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
-    except FileNotFoundError as exc:
-        raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject) from exc
+    if shutil.which(argv[0]) is None:
+        raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject)
+    proc = subprocess.Popen(
+        [*DIE_WITH_PARENT, *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     stdout_chunks: list[bytes] = []

@@ -1,0 +1,62 @@
+"""Running ffmpeg and ffprobe (``media/tools.py``): what a missing binary says, and that a tool
+never outlives the process that started it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vidpipe.media.errors import ToolMissingError
+from vidpipe.media.tools import run_tool
+
+
+def test_a_missing_binary_is_named(tmp_path):
+    missing = str(tmp_path / "ffmpeg")
+    with pytest.raises(ToolMissingError) as err:
+        run_tool([missing, "-version"], timeout=10, subject="clip.mp4")
+    assert err.value.message == f"{missing} is not installed (looked for {missing!r})"
+    assert err.value.path == "clip.mp4"
+
+
+STARTER = """
+import sys
+from vidpipe.media.tools import run_tool
+run_tool(["sleep", sys.argv[1]], timeout=120)
+"""
+
+
+def test_a_tool_dies_with_the_process_that_started_it_even_on_kill_9():
+    marker = "97.25"  # a sleep no other process runs
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, marker])
+    deadline = time.monotonic() + 30
+    while not (sleeping := _sleeps(marker)):
+        assert time.monotonic() < deadline and starter.poll() is None, "the tool never started"
+        time.sleep(0.05)
+    starter.send_signal(signal.SIGKILL)
+    starter.wait()
+    deadline = time.monotonic() + 5
+    while _sleeps(marker):
+        assert time.monotonic() < deadline, f"the tool {sleeping} outlived its starter"
+        time.sleep(0.05)
+
+
+def _sleeps(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                status = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if status != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_tool_runs_in_a_session_of_its_own():
+    out = run_tool([sys.executable, "-c", "import os; print(os.getsid(0) == os.getpid())"], timeout=30)
+    assert out.strip() == b"True" and os.getsid(0) != os.getpid()
