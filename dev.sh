@@ -11,6 +11,7 @@ install_system_packages() {
   local missing=()
   command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v setpriv >/dev/null || missing+=(util-linux)  # runs ffmpeg with a parent-death signal
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   [ ${#missing[@]} -eq 0 ] && return
   echo "installing system packages: ${missing[*]}"
