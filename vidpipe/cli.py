@@ -231,7 +231,6 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     """
     if not path.is_file():
         raise UserFacingError(f"no such file: {readable_name(str(path))}")
-    warnings.filterwarnings("ignore")
     import dagster as dg
 
     from vidpipe.definitions import build_assets
@@ -245,7 +244,14 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     PROGRESS_LOG.addHandler(progress)
     PROGRESS_LOG.setLevel(logging.DEBUG)
     PROGRESS_LOG.propagate = False
-    with tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home, _removed_after(PROGRESS_LOG, progress):
+    with (
+        tempfile.TemporaryDirectory(prefix="vidpipe-") as dagster_home,
+        _removed_after(PROGRESS_LOG, progress),
+        warnings.catch_warnings(),
+    ):
+        # Dagster's notices about its beta and preview APIs are for developers, not for this command's user.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
         instance = dg.DagsterInstance.ephemeral(tempdir=dagster_home)
         instance.add_dynamic_partitions(VIDEOS, [key])
         result = dg.materialize(

@@ -6,13 +6,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_DIR / "data"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_dir(package_dir: Path = PACKAGE_DIR) -> Path:
+    """The checkout vidpipe runs from (where ``pyproject.toml`` is); for an installed package,
+    which has none beside it, the current directory."""
+    checkout = package_dir.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+def data_dir() -> Path:
+    """``VIDPIPE_DATA``: where the defaults below live; ``data/`` in the project by default."""
+    return Path(os.environ.get("VIDPIPE_DATA") or project_dir() / "data")
 
 
 def dagster_home() -> Path:
     """``DAGSTER_HOME``: the Dagster instance's folder; ``./dev.sh run`` uses ``data/dagster_home`` in the project."""
-    return Path(os.environ.get("DAGSTER_HOME") or DATA_DIR / "dagster_home").resolve()
+    return Path(os.environ.get("DAGSTER_HOME") or data_dir() / "dagster_home").resolve()
 
 
 def run_log_file() -> Path:
@@ -23,12 +34,12 @@ def run_log_file() -> Path:
 
 def inbox_dir() -> Path:
     """``VIDPIPE_INBOX``: the folder uploads are dropped into."""
-    return Path(os.environ.get("VIDPIPE_INBOX") or DATA_DIR / "inbox").resolve()
+    return Path(os.environ.get("VIDPIPE_INBOX") or data_dir() / "inbox").resolve()
 
 
 def storage_dir() -> Path:
     """``VIDPIPE_STORAGE``: the root under which originals and outputs are kept."""
-    return Path(os.environ.get("VIDPIPE_STORAGE") or DATA_DIR / "storage").resolve()
+    return Path(os.environ.get("VIDPIPE_STORAGE") or data_dir() / "storage").resolve()
 
 
 LIMIT_VARIABLES = {
@@ -65,7 +76,7 @@ def settle_seconds() -> float:
 
 def workspace_file() -> Path:
     """``VIDPIPE_WORKSPACE``: the Dagster workspace file that tells the webserver and daemon where the code is."""
-    return Path(os.environ.get("VIDPIPE_WORKSPACE") or PROJECT_DIR / "workspace.yaml").resolve()
+    return Path(os.environ.get("VIDPIPE_WORKSPACE") or project_dir() / "workspace.yaml").resolve()
 
 
 def ui_host() -> str:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -22,3 +24,17 @@ def test_a_bad_setting_says_which_variable_is_wrong(monkeypatch):
     monkeypatch.setenv("VIDPIPE_SETTLE_SECONDS", "soon")
     with pytest.raises(ValueError, match="VIDPIPE_SETTLE_SECONDS must be a number of seconds, not 'soon'"):
         settings.settle_seconds()
+
+
+def test_the_default_folders_are_in_the_checkout_or_else_the_current_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("VIDPIPE_DATA", raising=False)
+    monkeypatch.delenv("VIDPIPE_STORAGE", raising=False)
+    checkout = Path(settings.__file__).resolve().parent.parent
+    assert settings.storage_dir() == checkout / "data" / "storage"
+    # An installed package (site-packages/vidpipe) has no pyproject.toml beside it.
+    installed = tmp_path / "site-packages" / "vidpipe"
+    installed.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert settings.project_dir(installed) == tmp_path
+    monkeypatch.setenv("VIDPIPE_DATA", str(tmp_path / "elsewhere"))
+    assert settings.storage_dir() == tmp_path / "elsewhere" / "storage"
