@@ -131,47 +131,55 @@ def scan_inbox(
     settle_seconds: float,
     empty_settle_seconds: float = 60.0,
     hash_budget_seconds: float = 20.0,
+    wait_for_settling_seconds: float = 0.0,
     now_ns: int | None = None,
 ) -> InboxScan:
     """Return the finished uploads not handled yet, oldest change first, and the new cursor.
 
     An empty file must stay unchanged for ``empty_settle_seconds`` instead: uploaders often
     create the file first and write it later. Hashing stops once ``hash_budget_seconds``
-    are spent (after at least one file), so a tick stays short however much arrives; the
-    rest waits for the next scan.
+    are spent (after at least one file per pass), so a scan stays short however much
+    arrives; the rest waits for the next scan. If the uploads still settling all settle
+    within ``wait_for_settling_seconds``, the scan waits for them and looks again, within
+    the same hashing budget.
     """
+    started = time.monotonic_ns()
     now_ns = time.time_ns() if now_ns is None else now_ns
-    settle_ns, empty_settle_ns = int(settle_seconds * 1e9), int(empty_settle_seconds * 1e9)
-    present: dict[str, int] = {}
-    empty: set[str] = set()
-    with os.scandir(inbox) as entries:
-        for entry in entries:
-            if is_candidate_name(entry.name) and entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                present[entry.name] = info.st_ctime_ns
-                if info.st_size == 0:
-                    empty.add(entry.name)
+    rules = _SettleRules(settle_seconds, empty_settle_seconds, started / 1e9 + hash_budget_seconds)
+    scan = _scan_once(inbox, cursor, rules, now_ns)
+    if scan.settled_in_seconds is not None and scan.settled_in_seconds < wait_for_settling_seconds:
+        time.sleep(max(scan.settled_in_seconds, 0))
+        scan = scan.then(_scan_once(inbox, scan.cursor, rules, now_ns + time.monotonic_ns() - started))
+    return scan
+
+
+@dataclass(frozen=True)
+class _SettleRules:
+    settle_seconds: float
+    empty_settle_seconds: float
+    hash_deadline: float
+    """``time.monotonic()`` past which no more files are hashed (after one per pass)."""
+
+
+def _scan_once(inbox: Path, cursor: InboxCursor, rules: _SettleRules, now_ns: int) -> InboxScan:
+    present, empty = _list_candidates(inbox)
     pending = sorted(
         (changed, name)
         for name, changed in present.items()
         if changed >= cursor.watermark_ns and cursor.handled.get(name) != changed
     )
-    started = time.monotonic()
     uploads: list[Upload] = []
     waiting: list[tuple[int, str]] = []
     settled_at_ns: int | None = None
     unreadable: dict[str, str] = {}
     handled = {name: changed for name, changed in cursor.handled.items() if present.get(name) == changed}
     for changed, name in pending:
-        if uploads and time.monotonic() - started > hash_budget_seconds:
+        over_budget = bool(uploads) and time.monotonic() > rules.hash_deadline
+        settles_at = changed + int((rules.empty_settle_seconds if name in empty else rules.settle_seconds) * 1e9)
+        if over_budget or now_ns < settles_at:
             waiting.append((changed, name))
-            continue
-        if name in empty and now_ns - changed < empty_settle_ns:
-            waiting.append((changed, name))
-            continue
-        if now_ns - changed < settle_ns:
-            waiting.append((changed, name))
-            settled_at_ns = changed + settle_ns  # pending is oldest first: the last one settles last
+            if not over_budget and name not in empty:
+                settled_at_ns = settles_at  # pending is oldest first: the last one settles last
             continue
         path = inbox / name
         try:
@@ -181,18 +189,39 @@ def scan_inbox(
         except OSError as err:
             unreadable[name] = err.strerror or str(err)
         handled[name] = changed
-    if waiting:
-        watermark = min(changed for changed, _ in waiting)
-    else:
-        watermark = max([cursor.watermark_ns, *(changed for changed, _ in pending)])
-    new_cursor = InboxCursor(
-        watermark_ns=watermark,
-        handled={name: changed for name, changed in handled.items() if changed >= watermark},
-    )
     return InboxScan(
         uploads=uploads,
         waiting=[name for _, name in waiting],
         unreadable=unreadable,
-        cursor=new_cursor,
+        cursor=_next_cursor(cursor, pending, waiting, handled),
         settled_in_seconds=None if settled_at_ns is None else (settled_at_ns - now_ns) / 1e9,
+    )
+
+
+def _list_candidates(inbox: Path) -> tuple[dict[str, int], set[str]]:
+    """The inbox's candidate files with their ctime (ns), and which of them are empty."""
+    present: dict[str, int] = {}
+    empty: set[str] = set()
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if is_candidate_name(entry.name) and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                present[entry.name] = info.st_ctime_ns
+                if info.st_size == 0:
+                    empty.add(entry.name)
+    return present, empty
+
+
+def _next_cursor(
+    cursor: InboxCursor, pending: list[tuple[int, str]], waiting: list[tuple[int, str]], handled: dict[str, int]
+) -> InboxCursor:
+    """The watermark moves up to the oldest file still waiting (or past every file seen); only
+    files handled above it are kept by name."""
+    if waiting:
+        watermark = min(changed for changed, _ in waiting)
+    else:
+        watermark = max([cursor.watermark_ns, *(changed for changed, _ in pending)])
+    return InboxCursor(
+        watermark_ns=watermark,
+        handled={name: changed for name, changed in handled.items() if changed >= watermark},
     )

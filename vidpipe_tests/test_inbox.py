@@ -177,3 +177,14 @@ def test_any_name_survives_the_trip_through_a_run_tag(tmp_path):
     assert name_ref("My Holiday (1).mp4") == "My Holiday (1).mp4"
     assert readable_name(os.fsdecode(b"bad \xff\nname.mp4")) == "bad \\xff\\nname.mp4"
     assert readable_name("x" * 300).endswith("…") and len(readable_name("x" * 300)) == 200
+
+
+def test_a_scan_waits_for_an_upload_about_to_settle_and_takes_it(tmp_path):
+    path = drop(tmp_path, "almost.mp4")
+    seen = path.stat().st_ctime_ns + 2 * 10**8
+    # Seen 0.2 s after its last change with a 1 s settle time: it settles 0.8 s later, within the wait.
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=1, wait_for_settling_seconds=5, now_ns=seen)
+    assert [u.path for u in scan.uploads] == [path] and scan.waiting == []
+    # Without the wait, the same look finds it still settling.
+    alone = scan_inbox(tmp_path, InboxCursor(), settle_seconds=1, now_ns=seen)
+    assert alone.uploads == [] and alone.waiting == ["almost.mp4"]

@@ -286,7 +286,8 @@ class InboxResource(dg.ConfigurableResource):
     one_process_below_bytes: int = 32 * 2**20
     """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
 
-    def scan(self, cursor: InboxCursor) -> InboxScan:
+    def scan(self, cursor: InboxCursor, *, wait_for_settling_seconds: float = 0.0) -> InboxScan:
+        """The finished uploads since ``cursor`` (see ``inbox.scan_inbox``)."""
         inbox = Path(self.path)
         inbox.mkdir(parents=True, exist_ok=True)
         return scan_inbox(
@@ -295,6 +296,7 @@ class InboxResource(dg.ConfigurableResource):
             settle_seconds=self.settle_seconds,
             empty_settle_seconds=self.empty_settle_seconds,
             hash_budget_seconds=self.hash_budget_seconds,
+            wait_for_settling_seconds=wait_for_settling_seconds,
         )
 
     def resolve(self, name_ref: str) -> Path:

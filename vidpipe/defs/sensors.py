@@ -2,7 +2,6 @@
 
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -54,11 +53,8 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         uploaded again under any name while the first copy is taken care of start nothing; a
         re-upload of a video whose runs all failed (a full disk, a crash) starts a new run.
         """
-        scan = inbox.scan(InboxCursor.from_json(context.cursor))
-        if scan.settled_in_seconds is not None and scan.settled_in_seconds < DAEMON_LOOP_SECONDS:
-            # Uploads that settle before the next loop are taken now, not one loop later.
-            time.sleep(max(scan.settled_in_seconds, 0))
-            scan = scan.then(inbox.scan(scan.cursor))
+        # Uploads that settle before the next loop are taken now, not one loop later.
+        scan = inbox.scan(InboxCursor.from_json(context.cursor), wait_for_settling_seconds=DAEMON_LOOP_SECONDS)
         for name, reason in scan.unreadable.items():
             context.log.warning(f"cannot read '{readable_name(name)}' in the inbox: {reason}")
         if scan.waiting:
