@@ -290,11 +290,15 @@ def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, 
 def _ladder_metadata(made: RenditionSet) -> dict[str, Any]:
     return {
         "made": ", ".join(f.name for f in made.files) or "none",
-        "not_made": dg.MetadataValue.md(
-            "\n".join(["| rung | why not |", "|---|---|"] + [f"| {n} | {why} |" for n, why in made.not_made.items()])
-        ),
+        "not_made": _table(("rung", "why not"), list(made.not_made.items())),
         "count": len(made.files),
     }
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> dg.MetadataValue:
+    """A Markdown table, as the UI shows metadata tables."""
+    lines = [header, tuple("---" for _ in header), *rows]
+    return dg.MetadataValue.md("\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines))
 
 
 def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5.0):
@@ -388,14 +392,12 @@ def build_manifest_asset() -> dg.AssetsDefinition:
             manifest,
             metadata={
                 "manifest_file": dg.MetadataValue.path(str(path)),
-                "renditions": dg.MetadataValue.md(
-                    "\n".join(
-                        ["| name | size | bitrate | bytes |", "|---|---|---|---|"]
-                        + [
-                            f"| {r['name']} | {r['width']}x{r['height']} | {r['bitrate']} | {r['bytes']} |"
-                            for r in manifest["renditions"]
-                        ]
-                    )
+                "renditions": _table(
+                    ("name", "size", "bitrate", "bytes"),
+                    [
+                        (r["name"], f"{r['width']}x{r['height']}", r["bitrate"], r["bytes"])
+                        for r in manifest["renditions"]
+                    ],
                 ),
                 "manifest": dg.MetadataValue.json(manifest),
             },
