@@ -15,7 +15,9 @@ from fractions import Fraction
 from vidpipe.media.probe import VideoInfo
 
 KEYFRAME_INTERVAL_SECONDS = 2
-MAX_FRAME_RATE = 60
+MAX_OUTPUT_FRAME_RATE = 60
+"""Renditions never exceed this rate (a 120 fps source is encoded at 60); uploads have their own limit,
+``validate.Limits.max_frame_rate``."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class Rung:
     @property
     def code_version(self) -> str:
         """Changes whenever anything that shapes this rung's output changes."""
-        settings = asdict(self) | {"keyframe_interval": KEYFRAME_INTERVAL_SECONDS, "max_fps": MAX_FRAME_RATE}
+        settings = asdict(self) | {"keyframe_interval": KEYFRAME_INTERVAL_SECONDS, "max_fps": MAX_OUTPUT_FRAME_RATE}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         return digest[:16]
 
@@ -180,7 +182,7 @@ def _plan_video_rungs(info: VideoInfo, ladder: list[Rung], skipped: dict[str, st
             fitting = [rungs[0]]
         for rung in rungs:
             if rung in fitting:
-                renditions.append(_size(info, rung, min(rung.short_side, source_short)))
+                renditions.append(_sized(info, rung, min(rung.short_side, source_short)))
             else:
                 skipped[rung.name] = (
                     f"source is {source_short} px on its short side; {rung.name} needs "
@@ -203,10 +205,10 @@ def output_frame_rate(info: VideoInfo) -> Fraction:
     rate = info.frame_rate or Fraction(30)
     nearest = min(STANDARD_FRAME_RATES, key=lambda std: abs(rate - std))
     snapped = nearest if abs(rate - nearest) <= nearest / 100 else rate
-    return min(snapped, Fraction(MAX_FRAME_RATE))
+    return min(snapped, Fraction(MAX_OUTPUT_FRAME_RATE))
 
 
-def _size(info: VideoInfo, rung: Rung, short_side: int) -> PlannedRendition:
+def _sized(info: VideoInfo, rung: Rung, short_side: int) -> PlannedRendition:
     src_w, src_h = info.display_width, info.display_height
     short = _floor_even(short_side)
     if src_w >= src_h:

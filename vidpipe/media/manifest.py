@@ -61,54 +61,65 @@ def build_manifest(
     manifest_dir: Path,
 ) -> dict[str, Any]:
     """Paths are relative to ``manifest_dir``, where the manifest itself is written."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "video": source.key,
+        "source": _source_entry(source, renditions),
+        "renditions": [_rendition_entry(r, manifest_dir) for r in renditions],
+        "thumbnails": [
+            {"path": _relative(t.path, manifest_dir), "format": t.format, "width": t.width, "height": t.height}
+            for t in thumbnails
+        ],
+        "ffmpeg": _commands_entry(renditions),
+    }
+
+
+def _source_entry(source: SourceVideo, renditions: list[RenditionFile]) -> dict[str, Any]:
+    """The original as the packets show it, and what decoding it met."""
+    decoding = worst_decoding(renditions).as_metadata()
+    return {
+        "name": source.name,
+        "sha256": source.sha256,
+        "width": source.info.display_width or None,
+        "height": source.info.display_height or None,
+        "duration": round(source.info.duration, 3),
+        "rotation": source.info.rotation,
+        "frame_rate": round(float(source.info.frame_rate), 3) or None,
+        "has_video": source.info.has_video,
+        "has_audio": source.info.has_audio,
+        "decoding": {key: value for key, value in decoding.items() if key != "decoding"},
+    }
+
+
+def _rendition_entry(rendition: RenditionFile, manifest_dir: Path) -> dict[str, Any]:
+    info = rendition.info
+    return {
+        "name": rendition.name,
+        "path": _relative(rendition.path, manifest_dir),
+        "container": rendition.container,
+        "mime_type": f"{'video' if info.has_video else 'audio'}/{rendition.container}",
+        "video_codec": info.video_codec,
+        "audio_codec": info.audio_codec,
+        "width": info.display_width or None,
+        "height": info.display_height or None,
+        "frame_rate": round(float(info.frame_rate), 3) or None,
+        "bitrate": info.bit_rate,
+        "duration": round(info.duration, 3),
+        "bytes": info.size_bytes,
+    }
+
+
+def _commands_entry(renditions: list[RenditionFile]) -> dict[str, Any]:
+    """The ffmpeg command(s) that made the renditions: ``argv`` when one did, and which made which."""
     commands: list[tuple[str, ...]] = []
     for rendition in renditions:
         if rendition.argv not in commands:
             commands.append(rendition.argv)
     return {
-        "manifest_version": MANIFEST_VERSION,
-        "video": source.key,
-        "source": {
-            "name": source.name,
-            "sha256": source.sha256,
-            "width": source.info.display_width or None,
-            "height": source.info.display_height or None,
-            "duration": round(source.info.duration, 3),
-            "rotation": source.info.rotation,
-            "frame_rate": round(float(source.info.frame_rate), 3) or None,
-            "has_video": source.info.has_video,
-            "has_audio": source.info.has_audio,
-            "decoding": {
-                key: value for key, value in worst_decoding(renditions).as_metadata().items() if key != "decoding"
-            },
-        },
-        "renditions": [
-            {
-                "name": r.name,
-                "path": _relative(r.path, manifest_dir),
-                "container": r.container,
-                "mime_type": f"{'video' if r.info.has_video else 'audio'}/{r.container}",
-                "video_codec": r.info.video_codec,
-                "audio_codec": r.info.audio_codec,
-                "width": r.info.display_width or None,
-                "height": r.info.display_height or None,
-                "frame_rate": round(float(r.info.frame_rate), 3) or None,
-                "bitrate": r.info.bit_rate,
-                "duration": round(r.info.duration, 3),
-                "bytes": r.info.size_bytes,
-            }
-            for r in renditions
+        "argv": list(commands[0]) if len(commands) == 1 else None,
+        "commands": [
+            {"argv": list(argv), "renditions": [r.name for r in renditions if r.argv == argv]} for argv in commands
         ],
-        "thumbnails": [
-            {"path": _relative(t.path, manifest_dir), "format": t.format, "width": t.width, "height": t.height}
-            for t in thumbnails
-        ],
-        "ffmpeg": {
-            "argv": list(commands[0]) if len(commands) == 1 else None,
-            "commands": [
-                {"argv": list(argv), "renditions": [r.name for r in renditions if r.argv == argv]} for argv in commands
-            ],
-        },
     }
 
 

@@ -173,16 +173,7 @@ def probe_json(
 def parse_probe(data: Json, *, path: str) -> VideoInfo:
     """Turn ffprobe's JSON into ``VideoInfo``; refuse files with neither video nor audio."""
     fmt = data.get("format", {})
-    streams = [s for s in data.get("streams", []) if has_decoder(s)]
-    ignored = tuple(
-        f"{s['codec_type']} stream {s.get('index')} is in a format ffmpeg cannot decode ({format_tag(s)}): left out"
-        for s in data.get("streams", [])
-        if s.get("codec_type") in ("video", "audio") and not has_decoder(s)
-    )
-    video = _default_stream(streams, "video")
-    audio = _default_stream(streams, "audio")
-    if video is None and audio is None:
-        raise InvalidMediaError("not a video: the file has no video or audio stream", path=path)
+    video, audio, ignored = _choose_streams(data, path)
     picture = video or {}
     width, height = int(picture.get("width") or 0), int(picture.get("height") or 0)
     if video is not None and (width <= 0 or height <= 0):
@@ -211,6 +202,21 @@ def parse_probe(data: Json, *, path: str) -> VideoInfo:
         size_bytes=int(fmt["size"]) if str(fmt.get("size", "")).isdigit() else os.path.getsize(path),
         ignored_streams=ignored,
     )
+
+
+def _choose_streams(data: Json, path: str) -> tuple[Json | None, Json | None, tuple[str, ...]]:
+    """The video and audio streams vidpipe uses (each the default one of its kind that ffmpeg can
+    decode), and a sentence for each stream left out because nothing can decode it."""
+    streams = [s for s in data.get("streams", []) if has_decoder(s)]
+    ignored = tuple(
+        f"{s['codec_type']} stream {s.get('index')} is in a format ffmpeg cannot decode ({format_tag(s)}): left out"
+        for s in data.get("streams", [])
+        if s.get("codec_type") in ("video", "audio") and not has_decoder(s)
+    )
+    video, audio = _default_stream(streams, "video"), _default_stream(streams, "audio")
+    if video is None and audio is None:
+        raise InvalidMediaError("not a video: the file has no video or audio stream", path=path)
+    return video, audio, ignored
 
 
 def format_tag(stream: Json) -> str:

@@ -139,7 +139,8 @@ def check_size_limits(data: Json, info: VideoInfo, path: Path, limits: Limits) -
         raise InvalidMediaError(f"{len(streams)} streams exceed the limit of {limits.max_streams}", path=str(path))
     if info.size_bytes > limits.max_file_bytes:
         raise InvalidMediaError(
-            f"{_size(info.size_bytes)} exceeds the {_size(limits.max_file_bytes)} file size limit", path=str(path)
+            f"{_bytes_for_people(info.size_bytes)} exceeds the {_bytes_for_people(limits.max_file_bytes)} file size limit",
+            path=str(path),
         )
     if info.width * info.height > limits.max_pixels:
         raise InvalidMediaError(
@@ -291,7 +292,7 @@ def _seconds(text: str) -> float | None:
         return None
 
 
-def _size(count: int) -> str:
+def _bytes_for_people(count: int) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
