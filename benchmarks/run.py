@@ -42,7 +42,7 @@ from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
-from vidpipe.media.thumbnail import poster_command
+from vidpipe.media.thumbnail import first_frame_command
 from vidpipe.media.tools import run_tool
 
 HERE = Path(__file__).resolve().parent
@@ -132,7 +132,7 @@ def raw_ffmpeg(manifest: dict, source: Path, scratch: Path) -> float:
             str(source) if i in inputs else str(scratch / Path(arg).name) if arg.endswith((".mp4", ".webm", ".m4a")) else arg
             for i, arg in enumerate(argv)
         ])  # fmt: skip
-    return elapsed + timed_command(poster_command(source, probe(source)))
+    return elapsed + timed_command(first_frame_command(source, probe(source)))
 
 
 def classic_pipeline(source: Path, scratch: Path) -> float:
@@ -142,7 +142,7 @@ def classic_pipeline(source: Path, scratch: Path) -> float:
     started = time.perf_counter()
     for plan in plan_ladder(info).renditions:
         run_encode(build_encode_command(source, info, [plan], scratch), info, timeout=3600)
-    run_tool(poster_command(source, info), timeout=60)
+    run_tool(first_frame_command(source, info), timeout=60)
     return time.perf_counter() - started
 
 
@@ -263,7 +263,7 @@ def raw_loop(clips: list[Path], scratch: Path) -> float:
         info = probe(clip)
         run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch),
                    info, timeout=3600)  # fmt: skip
-        run_tool(poster_command(clip, info), timeout=60)
+        run_tool(first_frame_command(clip, info), timeout=60)
     return time.perf_counter() - started
 
 

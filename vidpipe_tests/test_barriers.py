@@ -26,7 +26,7 @@ from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe, probe_json
-from vidpipe.media.thumbnail import read_poster
+from vidpipe.media.thumbnail import read_first_frame
 from vidpipe.media.validate import Limits, inspect_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.media import make_clip
@@ -250,9 +250,9 @@ def test_the_thumbnail_skips_a_frame_over_the_pixel_limit_that_the_header_hid(bi
     assert (info.width, info.height) == SMALL, "the header check would stop this file: it is no test of the decoder"
     assert frame_sizes(bomb)[:2] == [LARGE, SMALL]
 
-    assert read_poster(bomb, info, max_pixels=LIMITS.max_pixels).size == SMALL
-    # With a limit above the large frame, the first frame, large, is the poster: the limit is what skipped it.
-    assert read_poster(bomb, info, max_pixels=LARGE[0] * LARGE[1]).size == LARGE
+    assert read_first_frame(bomb, info, max_pixels=LIMITS.max_pixels).size == SMALL
+    # With a limit above the large frame, the first frame, large, is the one read: the limit is what skipped it.
+    assert read_first_frame(bomb, info, max_pixels=LARGE[0] * LARGE[1]).size == LARGE
 
 
 def test_the_gate_probe_decodes_no_frame_over_the_pixel_limit(bitstreams, tmp_path):

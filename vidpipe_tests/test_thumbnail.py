@@ -4,12 +4,12 @@ import io
 from PIL import Image
 
 from vidpipe.media.probe import probe
-from vidpipe.media.thumbnail import preview_data_uri, read_poster, write_thumbnails
+from vidpipe.media.thumbnail import preview_data_uri, read_first_frame, write_thumbnails
 from vidpipe_tests.media import decode_frame, mean_difference
 
 
 def test_thumbnail_is_the_first_frame(landscape_clip, tmp_path):
-    frame = read_poster(landscape_clip, probe(landscape_clip))
+    frame = read_first_frame(landscape_clip, probe(landscape_clip))
     files = write_thumbnails(frame, tmp_path)
     largest = Image.open(next(f.path for f in files if f.format == "jpeg" and f.width == 640)).convert("RGB")
     assert mean_difference(largest, decode_frame(landscape_clip, 0)) < 3
@@ -19,7 +19,7 @@ def test_thumbnail_is_the_first_frame(landscape_clip, tmp_path):
 
 
 def test_thumbnails_come_in_jpeg_and_webp_never_wider_than_the_source(landscape_clip, tmp_path):
-    files = write_thumbnails(read_poster(landscape_clip, probe(landscape_clip)), tmp_path)
+    files = write_thumbnails(read_first_frame(landscape_clip, probe(landscape_clip)), tmp_path)
     assert sorted((f.format, f.width, f.height) for f in files) == [
         ("jpeg", 320, 180),
         ("jpeg", 640, 360),
@@ -34,7 +34,7 @@ def test_thumbnails_come_in_jpeg_and_webp_never_wider_than_the_source(landscape_
 
 def test_thumbnail_of_a_phone_clip_is_upright(phone_clip):
     info = probe(phone_clip)
-    frame = read_poster(phone_clip, info)
+    frame = read_first_frame(phone_clip, info)
     assert frame.size == (360, 640)
     raw = decode_frame(phone_clip, autorotate=False)
     assert mean_difference(frame, raw.rotate(-info.rotation, expand=True)) < 3
@@ -42,7 +42,7 @@ def test_thumbnail_of_a_phone_clip_is_upright(phone_clip):
 
 
 def test_preview_is_a_tiny_jpeg_data_uri(landscape_clip):
-    uri = preview_data_uri(read_poster(landscape_clip, probe(landscape_clip)))
+    uri = preview_data_uri(read_first_frame(landscape_clip, probe(landscape_clip)))
     assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 12_000
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert image.format == "JPEG" and image.width == 160

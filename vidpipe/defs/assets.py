@@ -325,7 +325,7 @@ def thumbnail(
 ) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
     with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
-        frame = ffmpeg.poster(source_video.path, source_video.info)
+        frame = ffmpeg.first_frame(source_video.path, source_video.info)
         files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
     if refused := storage.rejection_reason(source_video.key):
         # The renditions step refused the upload while this one ran: nothing may stay beside the original.

@@ -23,7 +23,7 @@ from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_tem
 from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
-from vidpipe.media.thumbnail import read_poster
+from vidpipe.media.thumbnail import read_first_frame
 from vidpipe.media.validate import Limits, inspect_upload
 
 REJECTION_FILE = "rejection.json"
@@ -269,8 +269,8 @@ class FFmpegResource(dg.ConfigurableResource):
         )
         return command, encoded
 
-    def poster(self, source: Path, info: VideoInfo) -> Image.Image:
-        return read_poster(
+    def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
+        return read_first_frame(
             source, info, ffmpeg_bin=self.ffmpeg_path, timeout=self.probe_timeout_seconds, max_pixels=self.max_pixels
         )
 

@@ -35,10 +35,10 @@ class ThumbnailFile:
     height: int
 
 
-def poster_command(
+def first_frame_command(
     source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = Limits.max_pixels
 ) -> list[str]:
-    """ffmpeg writes the poster as one PNG on stdout: the first decoded frame, and then stops.
+    """ffmpeg writes the first decoded frame as one PNG on stdout, and then stops.
 
     Autorotation makes the frame upright; scaling by the sample aspect ratio makes pixels
     square. An audio-only upload gets a picture of its waveform instead.
@@ -56,7 +56,7 @@ def poster_command(
     return [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
 
 
-def read_poster(
+def read_first_frame(
     source: Path,
     info: VideoInfo,
     *,
@@ -64,7 +64,7 @@ def read_poster(
     timeout: float = 60,
     max_pixels: int = Limits.max_pixels,
 ) -> Image.Image:
-    argv = poster_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
+    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
     png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
     image = Image.open(io.BytesIO(png))
     image.load()
