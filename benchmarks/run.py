@@ -38,12 +38,12 @@ from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
 from vidpipe.defs.partitions import VIDEOS, upload_tags
 from vidpipe.inbox import InboxCursor, scan_inbox
 from vidpipe.media.encoder import build_encode_command, run_encode
+from vidpipe.media.ffmpeg_calls import run_tool
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import first_frame_command
-from vidpipe.media.tools import run_tool
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

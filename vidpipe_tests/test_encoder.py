@@ -11,7 +11,7 @@ from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolTimeoutEr
 from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
-from vidpipe.media.tools import run_tool
+from vidpipe.media.ffmpeg_calls import run_tool
 from vidpipe_tests import corpus
 from vidpipe_tests.media import (
     decode_frame,

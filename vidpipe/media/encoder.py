@@ -8,15 +8,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ffmpeg
 
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError
+from vidpipe.media.ffmpeg_calls import STDERR_TAIL_LINES, Node, guarded_input, run_tool
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
-from vidpipe.media.probe import ALLOWED_DEMUXERS, VideoInfo
-from vidpipe.media.tools import STDERR_TAIL_LINES, run_tool
+from vidpipe.media.probe import VideoInfo
 from vidpipe.media.validate import Limits
 
 # No -xerror: the encode decodes past a damaged unit (the gate has refused what is truncated or
@@ -25,8 +24,6 @@ from vidpipe.media.validate import Limits
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "repeat+level+warning", "-nostats", "-progress", "pipe:1")
 DISK_FULL_MARKER = "No space left on device"
 SDR_BT709_TAGS = {"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}
-Node = Any
-"""An ffmpeg-python stream or filter node (the library has no type annotations)."""
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "vp9": "VP9", "vp8": "VP8", "av1": "AV1", "mpeg4": "MPEG-4"}
 
 
@@ -162,20 +159,6 @@ class Encoded:
     decoding: DecodeReport
 
 
-def guarded_input(source: Path, info: VideoInfo, max_pixels: int = Limits.max_pixels) -> Node:
-    """An ffmpeg-python input that reads only this local file, with the demuxer the probe found.
-
-    ``max_pixels`` makes the decoder refuse frames larger than the limit, whatever the header said.
-    """
-    return ffmpeg.input(
-        os.fspath(source),
-        f=info.demuxer,
-        protocol_whitelist="file",
-        format_whitelist=",".join(ALLOWED_DEMUXERS),
-        max_pixels=max_pixels,
-    )
-
-
 def condition_picture(video: Node, info: VideoInfo) -> Node:
     """Deinterlace interlaced sources; tone-map HDR (PQ/HLG) to SDR BT.709 for 8-bit rungs."""
     if info.is_interlaced:
@@ -216,7 +199,7 @@ def build_encode_command(
     """
     if not plans:
         raise ValueError("nothing to encode")
-    stream = guarded_input(source, info, max_pixels)
+    stream = guarded_input(source, info.demuxer, max_pixels)
     video_plans = [p for p in plans if not p.rung.is_audio_only]
     pictures = _scaled_pictures(stream, info, video_plans) if video_plans else {}
     outputs = []

@@ -9,18 +9,10 @@ from fractions import Fraction
 from typing import Any
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.tools import run_tool
+from vidpipe.media.ffmpeg_calls import INPUT_GUARDS, pixel_guard, run_tool
 
-# ffmpeg picks its demuxer from a file's content. Only real containers are allowed (raw y4m
-# too, so a lying y4m header meets the pixel limit rather than a vague error), and only
-# local files: an HLS playlist or concat list can then never make ffmpeg open other files.
-ALLOWED_DEMUXERS = (
-    "mov", "matroska", "avi", "flv", "mpegts", "ogg", "mpeg", "asf", "mxf", "yuv4mpegpipe",
-    "mp3", "wav", "flac", "aac",
-)  # fmt: skip
 Json = dict[str, Any]
 """A JSON object as ffprobe writes it."""
-INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))
 SHOW_ALL = ("-show_format", "-show_streams")
 
 
@@ -144,12 +136,6 @@ def probe(path: str | os.PathLike[str], *, ffprobe: str = "ffprobe", timeout: fl
             "not a readable video: ffprobe could not parse the file", path=path, stderr_tail=err.stderr_tail
         ) from err
     return parse_probe(data, path=path)
-
-
-def pixel_guard(max_pixels: int | None) -> tuple[str, ...]:
-    """ffprobe's decoders refuse frames larger than ``max_pixels``: it decodes the first frames to
-    describe a stream, before anything has checked the header's size."""
-    return ("-max_pixels", str(max_pixels)) if max_pixels else ()
 
 
 def probe_json(

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from vidpipe.media.encoder import guarded_input
+from vidpipe.media.ffmpeg_calls import guarded_input, run_tool
 from vidpipe.media.files import write_atomically
 from vidpipe.media.probe import VideoInfo
-from vidpipe.media.tools import run_tool
 from vidpipe.media.validate import Limits
 
 THUMBNAIL_WIDTHS = (1280, 640, 320)
@@ -43,7 +42,7 @@ def first_frame_command(
     Autorotation makes the frame upright; scaling by the sample aspect ratio makes pixels
     square. An audio-only upload gets a picture of its waveform instead.
     """
-    stream = guarded_input(source, info, max_pixels)
+    stream = guarded_input(source, info.demuxer, max_pixels)
     if info.has_video:
         picture = stream[f"{info.video_stream}"]
         if info.sample_aspect_ratio != 1:

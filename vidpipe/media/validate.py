@@ -15,17 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.probe import (
-    INPUT_GUARDS,
-    Json,
-    VideoInfo,
-    format_tag,
-    has_decoder,
-    parse_probe,
-    pixel_guard,
-    probe_json,
-)
-from vidpipe.media.tools import run_tool
+from vidpipe.media.ffmpeg_calls import INPUT_GUARDS, pixel_guard, run_tool
+from vidpipe.media.probe import Json, VideoInfo, format_tag, has_decoder, parse_probe, probe_json
 
 REFUSED_FORMATS = {
     "hls": "the file is an HLS playlist",

@@ -1,4 +1,13 @@
-"""Running ffmpeg/ffprobe: no shell, no stdin, a wall-clock limit, stderr kept for errors."""
+"""Every ffmpeg and ffprobe call vidpipe makes goes through here.
+
+Uploads are untrusted, and ffmpeg picks its demuxer from a file's content, not its name: a
+text HLS playlist or concat list saved as ``clip.mp4`` would make it open other local files.
+So every call reads local files only, through an allow-list of real container demuxers
+(``INPUT_GUARDS`` for an ffprobe argv, ``guarded_input`` for an ffmpeg-python graph), with
+the decoders held to the pixel limit (``pixel_guard``), and runs through ``run_tool``: no
+shell, no stdin, a wall-clock limit, killed with its worker, its last stderr lines kept for
+errors and turned into plain words. A new ffmpeg call site starts from these.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +19,43 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import ffmpeg
 
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
+
+# Only real containers are allowed (raw y4m too, so a lying y4m header meets the pixel limit
+# rather than a vague error), and only local files: an HLS playlist or concat list can then
+# never make ffmpeg open other files.
+ALLOWED_DEMUXERS = (
+    "mov", "matroska", "avi", "flv", "mpegts", "ogg", "mpeg", "asf", "mxf", "yuv4mpegpipe",
+    "mp3", "wav", "flac", "aac",
+)  # fmt: skip
+INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))
+"""The input options of every ffprobe call, before the file name."""
+
+Node = Any
+"""An ffmpeg-python stream or filter node (the library has no type annotations)."""
+
+
+def pixel_guard(max_pixels: int | None) -> tuple[str, ...]:
+    """Decoders refuse frames larger than ``max_pixels``, whatever the header said: ffprobe too
+    decodes the first frames to describe a stream, before anything has checked a size."""
+    return ("-max_pixels", str(max_pixels)) if max_pixels else ()
+
+
+def guarded_input(source: str | os.PathLike[str], demuxer: str, max_pixels: int) -> Node:
+    """An ffmpeg-python input that reads only this local file, with the demuxer the probe found
+    (``INPUT_GUARDS`` and ``pixel_guard`` in ffmpeg-python's form)."""
+    return ffmpeg.input(
+        os.fspath(source),
+        f=demuxer,
+        protocol_whitelist="file",
+        format_whitelist=",".join(ALLOWED_DEMUXERS),
+        max_pixels=max_pixels,
+    )
+
 
 STDERR_TAIL_LINES = 12
 DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")

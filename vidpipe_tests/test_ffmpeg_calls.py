@@ -1,4 +1,4 @@
-"""Running ffmpeg and ffprobe (``media/tools.py``): what a missing binary says, and that a tool
+"""Running ffmpeg and ffprobe (``media/ffmpeg_calls.py``): what a missing binary says, and that a tool
 never outlives the process that started it."""
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vidpipe.media.errors import ToolMissingError
-from vidpipe.media.tools import run_tool
+from vidpipe.media.ffmpeg_calls import run_tool
 
 
 def test_a_missing_binary_is_named(tmp_path):
@@ -24,7 +24,7 @@ def test_a_missing_binary_is_named(tmp_path):
 
 STARTER = """
 import sys
-from vidpipe.media.tools import run_tool
+from vidpipe.media.ffmpeg_calls import run_tool
 run_tool(["sleep", sys.argv[1]], timeout=120)
 """
 
