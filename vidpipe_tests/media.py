@@ -135,6 +135,88 @@ def decode_frame(path: Path, index: int = 0, *, autorotate: bool = True) -> Imag
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
+def raw_frames(path: Path, pix_fmt: str = "gray", *, frames: int | None = None) -> tuple[int, int, list[bytes]]:
+    """The width, height and first ``frames`` (default: all) frames of ``path``, decoded by ffmpeg on its own
+    to ``pix_fmt`` planes of one byte a sample (``yuv444p``: the Y, then the Cb, then the Cr plane)."""
+    video = stream(path, "video")
+    assert video is not None, path
+    width, height = int(video["width"]), int(video["height"])
+    argv = ["ffmpeg", "-v", "error", "-noautorotate", "-i", str(path)]
+    if frames is not None:
+        argv += ["-frames:v", str(frames)]
+    argv += ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+    data = subprocess.run(argv, check=True, capture_output=True).stdout
+    planes = {"gray": 1, "yuv444p": 3}[pix_fmt]
+    size = width * height * planes
+    assert data and len(data) % size == 0, (path, len(data), size)
+    return width, height, [data[offset : offset + size] for offset in range(0, len(data), size)]
+
+
+def combing(luma: bytes, width: int, height: int, threshold: int = 16) -> float:
+    """The share of pixels that stand out from both the row above and the row below, the same way,
+    by more than ``threshold``: the teeth of a comb, which two fields from different moments woven
+    into one picture leave along every moving edge. Progressive pictures have few."""
+    rows = [luma[y * width : (y + 1) * width] for y in range(height)]
+    teeth = 0
+    for above, row, below in zip(rows, rows[1:], rows[2:], strict=False):
+        for a, b, c in zip(above, row, below, strict=True):
+            if min(b - a, b - c) > threshold or max(b - a, b - c) < -threshold:
+                teeth += 1
+    return teeth / (width * (height - 2))
+
+
+def patch_means(plane: bytes, width: int, centres: list[tuple[int, int]], radius: int = 6) -> list[float]:
+    """The mean sample of ``plane`` in the square of side ``2 * radius`` around each (x, y) of ``centres``."""
+    means = []
+    for x, y in centres:
+        samples = [
+            plane[row * width + col] for row in range(y - radius, y + radius) for col in range(x - radius, x + radius)
+        ]
+        means.append(sum(samples) / len(samples))
+    return means
+
+
+HDR_CARD_STEP = 32
+"""Width and height, in pixels, of each patch of ``hdr_test_card``."""
+
+
+def hdr_test_card(
+    path: Path, transfer: str, grays: list[int], colours: list[tuple[int, int, int]], *, seconds: float = 0.5
+) -> Path:
+    """10-bit H.264 tagged BT.2020 with ``transfer`` (smpte2084 = PQ, arib-std-b67 = HLG), as ``corpus.ten_bit``.
+
+    The top row is a staircase of neutral patches, one per 8-bit limited-range luma level of ``grays``;
+    the bottom row one patch per 8-bit (Y, Cb, Cr) of ``colours``. Each patch is ``HDR_CARD_STEP``
+    pixels square, left to right; the 10-bit codes are the 8-bit ones times 4.
+    """
+
+    def steps(values: list[int], default: int) -> str:
+        """An expression of X: ``values[i]`` over the i-th patch, ``default`` right of the last."""
+        levels = [*values, default]
+        return "+".join(
+            f"{level - (levels[i - 1] if i else 0)}*gte(X,{i * HDR_CARD_STEP})" for i, level in enumerate(levels)
+        )
+
+    def plane(top: list[int], bottom: list[int], default: int) -> str:
+        return f"if(lt(Y,{HDR_CARD_STEP}),{steps(top, default)},{steps(bottom, default)})"
+
+    width = HDR_CARD_STEP * max(len(grays), len(colours))
+    lum = plane(grays, [y for y, _, _ in colours], 16)
+    cb = plane([128] * len(grays), [cb for _, cb, _ in colours], 128)
+    cr = plane([128] * len(grays), [cr for _, _, cr in colours], 128)
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+            "-i", f"nullsrc=size={width}x{2 * HDR_CARD_STEP}:rate=30:duration={seconds},format=yuv444p,"
+            f"geq=lum='{lum}':cb='{cb}':cr='{cr}'",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p10le",
+            "-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc", str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
 def mean_difference(a: Image.Image, b: Image.Image) -> float:
     """Mean absolute per-channel difference (0-255) after bringing ``b`` to ``a``'s size."""
     b = b.resize(a.size, Image.Resampling.BILINEAR)

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -7,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
-from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolTimeoutError
+from vidpipe.media.errors import InvalidMediaError, ToolFailedError, ToolKilledError, ToolTimeoutError
+from vidpipe.media.ffmpeg_calls import run_tool
 from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
-from vidpipe.media.ffmpeg_calls import run_tool
 from vidpipe_tests import corpus
 from vidpipe_tests.media import (
     decode_frame,
@@ -101,14 +102,16 @@ def test_silent_source_gives_silent_renditions(silent_clip, tmp_path):
 
 def test_phone_clip_renditions_are_upright_portrait(phone_clip, tmp_path):
     info, _, outputs = encode(phone_clip, tmp_path)
+    # make_clip(rotate=90) gets from ffmpeg 5.1 a display matrix of 90 degrees counter-clockwise.
+    assert info.rotation == 270
     assert (stream(outputs["h264_360p"], "video")["width"], stream(outputs["h264_360p"], "video")["height"]) == (
         360,
         640,
     )
     assert "side_data_list" not in stream(outputs["h264_360p"], "video")
     raw = decode_frame(phone_clip, autorotate=False)
-    upright = raw.rotate(-info.rotation, expand=True)
-    sideways = raw.rotate(info.rotation, expand=True)
+    upright = raw.rotate(90, expand=True)  # PIL turns counter-clockwise
+    sideways = raw.rotate(-90, expand=True)
     rendition_frame = decode_frame(outputs["h264_360p"])
     assert mean_difference(upright, rendition_frame) < 8
     assert mean_difference(sideways, rendition_frame) > 20
@@ -123,6 +126,7 @@ def test_tiny_odd_sized_source_is_encoded_at_its_own_even_size(tiny_clip, tmp_pa
 
 
 def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landscape_clip, tmp_path):
+    """ffmpeg fails here before writing a frame; the tests below fail it, or kill it, once it has written."""
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(landscape_clip.read_bytes()[:40_000])
     info = probe(landscape_clip)
@@ -171,6 +175,73 @@ def wait_for(condition, seconds=30.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def files_in(folder) -> dict[str, int]:
+    """Name → size of every file in ``folder``, hidden ones included."""
+    return {path.name: path.stat().st_size for path in folder.iterdir()}
+
+
+def test_ffmpeg_killed_while_writing_publishes_nothing(long_clip, tmp_path):
+    info = probe(long_clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = build_encode_command(long_clip, info, list(plan_ladder(info).renditions), out)
+    # -re: ffmpeg reads the 10 s source at its own pace, so it is still writing when it is killed.
+    command.argv.insert(command.argv.index("-i"), "-re")
+    finals = {path.name for path in command.final_outputs.values()}
+    seen: list[dict[str, int]] = []
+    killed: list[int] = []
+
+    def kill_once_frames_are_on_disk(progress):
+        """Called for each of ffmpeg's progress reports (every 0.5 s), while it runs."""
+        seen.append(files_in(out))
+        if not killed and max(seen[-1].values(), default=0) > 100_000:
+            killed.extend(ffmpeg_writing_into(out))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ToolKilledError, match="killed by signal 9"):
+        run_encode(command, info, timeout=60, on_progress=kill_once_frames_are_on_disk)
+    assert len(killed) == 1
+    # When it was killed, ffmpeg had created every output and written frames into one at least, and
+    # no final name had appeared, in that report or any before.
+    assert len(seen[-1]) == len(finals) and max(seen[-1].values()) > 100_000, seen[-1]
+    assert not any(finals & set(files) for files in seen), seen
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "ffmpeg_limit, vidpipe_limit, refusal",
+    [(0.0, 0.0, "ffmpeg gave up"), (0.1, 0.005, "1 of 90 frames damaged or lost")],
+    ids=["ffmpeg-exits-69-after-writing", "vidpipe-refuses-what-ffmpeg-wrote"],
+)
+def test_an_encode_refused_after_every_output_was_written_publishes_nothing(
+    ffmpeg_limit, vidpipe_limit, refusal, tmp_path
+):
+    source = corpus.one_bad_nal_unit(tmp_path)  # one frame of 90 lost
+    info = probe(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = build_encode_command(
+        source, info, list(plan_ladder(info).renditions), out, max_damaged_fraction=ffmpeg_limit
+    )
+    finals = {path.name for path in command.final_outputs.values()}
+    seen: list[tuple[bool, dict[str, int]]] = []
+    with pytest.raises(InvalidMediaError, match=f"corrupt H.264 data: .*{refusal}"):
+        run_encode(
+            command,
+            info,
+            timeout=60,
+            max_damaged_fraction=vidpipe_limit,
+            on_progress=lambda progress: seen.append((progress.finished, files_in(out))),
+        )
+    # ffmpeg's last report ("progress=end") came once every output was written; no final name had
+    # appeared, in that report or any before.
+    finished, files = seen[-1]
+    assert finished and len(files) == len(finals) and min(files.values()) > 50_000, files
+    assert not any(finals & set(files) for _, files in seen), seen
+    assert list(out.iterdir()) == []
 
 
 def test_a_worker_killed_mid_encode_leaves_no_output_and_the_rerun_completes(clips, tmp_path):

@@ -1,5 +1,6 @@
 """Odd but valid uploads come out upright, progressive, SDR, constant-rate and in sync."""
 
+import math
 from dataclasses import replace
 from fractions import Fraction
 
@@ -7,11 +8,24 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import parse_probe
 from vidpipe_tests import corpus
 from vidpipe_tests.harness import encode_upload, processed
-from vidpipe_tests.media import decode_frame, frame_count, make_clip, mean_difference, stream, video_info
+from vidpipe_tests.media import (
+    HDR_CARD_STEP,
+    combing,
+    decode_frame,
+    frame_count,
+    hdr_test_card,
+    make_clip,
+    mean_difference,
+    patch_means,
+    raw_frames,
+    stream,
+    video_info,
+)
 
 
 def video_of(path):
@@ -28,17 +42,101 @@ def test_variable_frame_rate_becomes_constant_with_audio_in_sync(tmp_path):
 
 
 def test_interlaced_video_is_deinterlaced(tmp_path):
-    info, outputs = encode_upload(corpus.interlaced(tmp_path), tmp_path / "out", rungs={"h264_240p"})
+    source = corpus.interlaced(tmp_path)
+    info, outputs = encode_upload(source, tmp_path / "out", rungs={"h264_240p"})
     assert info.field_order == "tt"
-    assert video_of(outputs["h264_240p"])["field_order"] == "progressive"
+    video = video_of(outputs["h264_240p"])
+    assert video["field_order"] == "progressive"
+    # The tag is written whatever happened to the pixels: count the comb teeth that two fields from
+    # different moments, woven into one picture, leave along every moving edge.
+    *source_size, woven_frames = raw_frames(source)
+    *output_size, output_frames = raw_frames(outputs["h264_240p"])
+    assert source_size == output_size == [320, 240]  # the same grid: no scaling to smooth teeth away
+    samples = [5, 10, 15, 20]
+    woven = [combing(woven_frames[n], *source_size) for n in samples]
+    deinterlaced = [combing(output_frames[n], *output_size) for n in samples]
+    assert min(woven) > 0.015, woven  # the source really is combed: about 0.02
+    # bwdif leaves about 0.003; encoded without deinterlacing, the output keeps the source's 0.02.
+    assert max(deinterlaced) < min(woven) / 3, (deinterlaced, woven)
+
+
+# Neutral 8-bit limited-range luma levels (10-bit codes are 4x) and moderate (Y, Cb, Cr) colours.
+HDR_GRAYS = [40, 64, 90, 110, 126, 140, 160, 180, 200, 220]
+HDR_COLOURS = [(126, 100, 160), (126, 160, 100), (100, 150, 150), (150, 110, 110), (126, 128, 170), (126, 90, 128)]
+
+
+def pq_to_nits(signal: float) -> float:
+    """SMPTE ST 2084 (PQ) EOTF: a non-linear signal in 0..1 to cd/m²."""
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    power = signal ** (1 / m2)
+    return 10000 * (max(power - c1, 0) / (c2 - c3 * power)) ** (1 / m1)
+
+
+def hlg_to_nits(signal: float) -> float:
+    """ARIB STD-B67 (HLG) inverse OETF, then the BT.2100 OOTF of a 1000 cd/m² display (system gamma 1.2),
+    for a neutral pixel."""
+    a = 0.17883277
+    b, c = 1 - 4 * a, 0.5 - a * math.log(4 * a)
+    scene = signal**2 / 3 if signal <= 0.5 else (math.exp((signal - c) / a) + b) / 12
+    return 1000 * scene**1.2
+
+
+def hable(x: float) -> float:
+    """John Hable's filmic curve, as ffmpeg's ``tonemap=hable`` computes it."""
+    a, b, c, d, e, f = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30
+    return (x * (a * x + c * b) + d * e) / (x * (a * x + b) + d * f) - e / f
+
+
+def tone_mapped_luma(level: int, transfer: str) -> float:
+    """The 8-bit luma that tone-mapping a neutral 10-bit HDR patch of 8-bit ``level`` should give.
+
+    Linear light relative to 100 cd/m² (``zscale npl=100``), compressed by hable so that 1000 cd/m² becomes
+    white (the peak ffmpeg's tonemap assumes for linear frames without mastering metadata), then coded for
+    a BT.1886 display (zimg's BT.709 transfer, display-referred) in limited range. It matches what
+    ffmpeg 5.1 with zimg gives within one level, for PQ and HLG.
+    """
+    signal = min(max((level * 4 - 64) / 876, 0.0), 1.0)
+    nits = pq_to_nits(signal) if transfer == "smpte2084" else hlg_to_nits(signal)
+    relative = min(hable(nits / 100) / hable(1000 / 100), 1.0)
+    return 16 + 219 * relative ** (1 / 2.4)
+
+
+def colourfulness(cb: bytes, cr: bytes, width: int, centres: list[tuple[int, int]]) -> float:
+    """The patches' distances from neutral in the (Cb, Cr) plane, summed."""
+    pairs = zip(patch_means(cb, width, centres), patch_means(cr, width, centres), strict=True)
+    return sum(math.hypot(mean_cb - 128, mean_cr - 128) for mean_cb, mean_cr in pairs)
 
 
 @pytest.mark.parametrize("transfer", ["smpte2084", "arib-std-b67"], ids=["PQ", "HLG"])
 def test_hdr_is_tone_mapped_to_8_bit_sdr_bt709(transfer, tmp_path):
-    info, outputs = encode_upload(corpus.ten_bit(tmp_path, transfer), tmp_path / "out", rungs={"h264_240p"})
+    source = hdr_test_card(tmp_path / f"card-{transfer}.mp4", transfer, HDR_GRAYS, HDR_COLOURS)
+    info, outputs = encode_upload(source, tmp_path / "out", rungs={"h264_240p"})
     assert info.is_hdr and info.pixel_format == "yuv420p10le"
     video = video_of(outputs["h264_240p"])
     assert (video["pix_fmt"], video["color_transfer"], video["color_primaries"]) == ("yuv420p", "bt709", "bt709")
+
+    # The tags are written whatever happened to the pixels: measure the pixels. "Naive" is the source
+    # brought to 8 bits without tone-mapping, still PQ/HLG-coded and in BT.2020 primaries.
+    half = HDR_CARD_STEP // 2
+    grays = [(i * HDR_CARD_STEP + half, half) for i in range(len(HDR_GRAYS))]
+    colours = [(i * HDR_CARD_STEP + half, HDR_CARD_STEP + half) for i in range(len(HDR_COLOURS))]
+    width, height, [naive] = raw_frames(source, "yuv444p", frames=1)
+    assert (width, height) == (video["width"], video["height"])  # not scaled: patches stay where they were
+    _, _, [mapped] = raw_frames(outputs["h264_240p"], "yuv444p", frames=1)
+    area = width * height
+    naive_y, naive_cb, naive_cr = naive[:area], naive[area : 2 * area], naive[2 * area :]
+    mapped_y, mapped_cb, mapped_cr = mapped[:area], mapped[area : 2 * area], mapped[2 * area :]
+
+    # Neutral patches: each one's luma is what a hable tone-map of its level gives, within 3 levels
+    # (it is within 1), whatever the colour matrix. Untouched PQ codes miss it by up to 54, HLG by 4.
+    assert patch_means(naive_y, width, grays) == pytest.approx(HDR_GRAYS, abs=1)
+    expected = [tone_mapped_luma(level, transfer) for level in HDR_GRAYS]
+    assert patch_means(mapped_y, width, grays) == pytest.approx(expected, abs=3)
+    # Colour patches: the same colours in BT.709's smaller gamut lie further from neutral in code
+    # values (about 1.7x for HLG, 2.6x for PQ here); left in BT.2020 codes they would not move (1.0x).
+    before = colourfulness(naive_cb, naive_cr, width, colours)
+    after = colourfulness(mapped_cb, mapped_cr, width, colours)
+    assert after > 1.4 * before, (after, before)
 
 
 def test_ten_bit_sdr_becomes_8_bit(tmp_path):
@@ -65,12 +163,16 @@ def test_a_two_by_two_pixel_clip(tmp_path):
     assert all((video_of(p)["width"], video_of(p)["height"]) == (2, 2) for p in outputs.values())
 
 
-@pytest.mark.parametrize("rotate", [90, 180, 270])
-def test_every_rotation_comes_out_upright(rotate, tmp_path):
+# The ffmpeg that makes the clips (5.1) stores a ``rotate=N`` tag as a display matrix that turns the
+# picture N degrees counter-clockwise (ffprobe: "rotation": N), so N clockwise is 360 - N.
+@pytest.mark.parametrize("rotate, clockwise", [(90, 270), (180, 180), (270, 90)])
+def test_every_rotation_comes_out_upright(rotate, clockwise, tmp_path):
     clip = make_clip(tmp_path / f"rotated-{rotate}.mp4", seconds=1, audio=False, rotate=rotate)
     info, outputs = encode_upload(clip, tmp_path / "out", rungs={"h264_240p"})
+    assert info.rotation == clockwise
     raw = decode_frame(clip, autorotate=False)
-    upright, wrong = raw.rotate(-info.rotation, expand=True), raw.rotate(180 - info.rotation, expand=True)
+    # PIL turns counter-clockwise: -clockwise is the upright picture, 180 - clockwise upside down.
+    upright, wrong = raw.rotate(-clockwise, expand=True), raw.rotate(180 - clockwise, expand=True)
     frame = decode_frame(outputs["h264_240p"])
     assert mean_difference(frame, upright) < 8
     assert mean_difference(frame, wrong) > 20
@@ -128,9 +230,10 @@ def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
         ladder = pipeline.latest_metadata(dg.AssetKey(["renditions", "ladder"]), key)
         video_rung = pipeline.instance.get_latest_materialization_event(dg.AssetKey(["renditions", "h264_240p"]))
     manifest = result.output_for_node("video_manifest")
+    assert manifest["source"]["duration"] == pytest.approx(2.0, abs=0.05)
     assert manifest["source"] | {"duration": 2.0} == {
         "name": "voice-memo.m4a",
-        "sha256": manifest["source"]["sha256"],
+        "sha256": sha256_file(upload),
         "width": None,
         "height": None,
         "duration": 2.0,
