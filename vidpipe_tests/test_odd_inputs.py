@@ -1,6 +1,7 @@
 """Odd but valid uploads come out upright, progressive, SDR, constant-rate and in sync."""
 
 import math
+import subprocess
 from dataclasses import replace
 from fractions import Fraction
 
@@ -137,6 +138,32 @@ def test_hdr_is_tone_mapped_to_8_bit_sdr_bt709(transfer, tmp_path):
     before = colourfulness(naive_cb, naive_cr, width, colours)
     after = colourfulness(mapped_cb, mapped_cr, width, colours)
     assert after > 1.4 * before, (after, before)
+
+
+@pytest.mark.parametrize("transfer", ["smpte2084", "arib-std-b67"], ids=["PQ", "HLG"])
+def test_hdr_colours_are_coded_with_the_bt709_matrix_they_are_tagged_with(transfer, tmp_path):
+    """The tone-mapped picture is RGB; turned into YUV by swscale's default it gets BT.601 weights
+    (pure green's luma 145 instead of 173) under a BT.709 tag. Reference: the same tone map, with
+    zscale coding the result in BT.709."""
+    source = hdr_test_card(tmp_path / f"card-{transfer}.mp4", transfer, HDR_GRAYS, HDR_COLOURS)
+    _, outputs = encode_upload(source, tmp_path / "out", rungs={"h264_240p"})
+    reference = tmp_path / "reference.mkv"
+    chain = "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-vf", f"{chain},format=yuv444p", "-c:v", "ffv1",
+         str(reference)],
+        check=True,
+    )  # fmt: skip
+    half = HDR_CARD_STEP // 2
+    colours = [(i * HDR_CARD_STEP + half, HDR_CARD_STEP + half) for i in range(len(HDR_COLOURS))]
+    width, height, [made] = raw_frames(outputs["h264_240p"], "yuv444p", frames=1)
+    _, _, [wanted] = raw_frames(reference, "yuv444p", frames=1)
+    area = width * height
+    for plane in range(3):
+        planes = made[plane * area : (plane + 1) * area], wanted[plane * area : (plane + 1) * area]
+        # Within 8 levels: the reference is not clipped to the nominal range, the rendition is (a saturated
+        # patch moves by up to ~6); BT.601 weights put the patches 15-23 levels off.
+        assert patch_means(planes[0], width, colours) == pytest.approx(patch_means(planes[1], width, colours), abs=8)
 
 
 def test_ten_bit_sdr_becomes_8_bit(tmp_path):

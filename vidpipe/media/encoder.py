@@ -231,7 +231,10 @@ def _scaled_pictures(stream: Node, info: VideoInfo, plans: list[PlannedRendition
     sizes = sorted({(p.width, p.height) for p in plans}, key=lambda size: size[0] * size[1], reverse=True)
     pictures = {}
     for index, (width, height) in enumerate(sizes):
-        picture = picture.filter("scale", width, height).filter("setsar", 1).filter("format", "yuv420p")
+        # The first scale turns a tone-mapped (RGB) picture into YUV: with BT.709 weights, as the
+        # outputs are tagged (swscale's default would be BT.601's), clipped to the nominal range.
+        matrix = {"out_color_matrix": "bt709", "out_range": "tv"} if info.is_hdr and index == 0 else {}
+        picture = picture.filter("scale", width, height, **matrix).filter("setsar", 1).filter("format", "yuv420p")
         users = [plan.rung.name for plan in plans if (plan.width, plan.height) == (width, height)]
         has_smaller = index + 1 < len(sizes)
         copies = len(users) + has_smaller
