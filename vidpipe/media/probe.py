@@ -148,8 +148,9 @@ def probe_json(
 ) -> Json:
     """ffprobe's JSON for ``path``, read through the input guards (and the pixel limit, for uploads).
 
-    ffmpeg-python's ``probe()`` has no time limit and no way to pass input options before
-    the file name, so the same ffprobe call runs through ``run_tool``.
+    ffmpeg-python's ``probe()`` passes its keyword options before the file name but has no
+    time limit and would run ffprobe outside ``run_tool`` (no process group, no parent-death
+    signal, no plain-words errors), so the same ffprobe call runs through ``run_tool``.
     """
     argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *pixel_guard(max_pixels), *args, "-of", "json", os.fspath(path)]
     data: Json = json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
