@@ -34,7 +34,7 @@ from typing import Any
 import dagster as dg
 from PIL import Image, ImageDraw
 
-from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.definitions import process_video_job
 from vidpipe.defs.partitions import VIDEOS, upload_tags
 from vidpipe.inbox import InboxCursor, scan_inbox
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -50,11 +50,6 @@ REPO = HERE.parent
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 SSIM_FLOOR = 0.95
-
-
-def process_video_job() -> dg.JobDefinition:
-    """The job the upload sensor runs, loadable by Dagster's step processes."""
-    return build_definitions().resolve_job_def(PROCESS_JOB_NAME)
 
 
 def make_input(name: str, size: str, seconds: float, rate: int = 30, seed: int = 0) -> Path:

@@ -41,6 +41,12 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     )
 
 
+def process_video_job() -> dg.JobDefinition:
+    """The job the upload sensor runs, as a module-level function: ``dg.reconstructable`` needs one
+    (scripts and tests that execute it the way the daemon's run worker does)."""
+    return build_definitions().resolve_job_def(PROCESS_JOB_NAME)
+
+
 def deployment_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources this deployment's environment sets up (see ``settings``), for runs and for commands."""
     return {

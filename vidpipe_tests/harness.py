@@ -1,9 +1,13 @@
 """Running vidpipe's sensor and asset graph in-process against a real (temporary) instance."""
 
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TypeVar
 
 import dagster as dg
+import pytest
 
 from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
@@ -15,6 +19,7 @@ from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.validate import Limits, inspect_upload
 
+T = TypeVar("T")
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 
 
@@ -118,3 +123,22 @@ def encode_upload(source, out_dir, rungs=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [p for p in plan_ladder(info).renditions if rungs is None or p.rung.name in rungs]
     return info, run_encode(build_encode_command(source, info, plans, out_dir), info, timeout=120).outputs
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    on_poll: Callable[[], None] = lambda: None,
+    *,
+    poll_seconds: float = 0.5,
+) -> T:
+    """Poll ``condition`` until it returns something truthy (and return that); ``on_poll`` may fail fast."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        on_poll()
+        result = condition()
+        if result:
+            return result
+        time.sleep(poll_seconds)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")

@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe_tests import corpus
+from vidpipe_tests.harness import wait_until
 from vidpipe_tests.media import (
     decode_frame,
     frame_count,
@@ -170,13 +170,6 @@ def ffmpeg_writing_into(folder) -> list[int]:
     return pids
 
 
-def wait_for(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def files_in(folder) -> dict[str, int]:
     """Name → size of every file in ``folder``, hidden ones included."""
     return {path.name: path.stat().st_size for path in folder.iterdir()}
@@ -249,11 +242,16 @@ def test_a_worker_killed_mid_encode_leaves_no_output_and_the_rerun_completes(cli
     out = tmp_path / "renditions"
     out.mkdir()
     worker = subprocess.Popen([sys.executable, "-c", CRASHING_WORKER, str(long_clip), str(out)])
-    wait_for(lambda: any(p.stat().st_size > 0 for p in out.glob(".*.partial.*")))
+    wait_until(
+        lambda: any(p.stat().st_size > 0 for p in out.glob(".*.partial.*")),
+        30,
+        "the encode to write",
+        poll_seconds=0.05,
+    )
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     # ffmpeg dies with its worker rather than finishing an encode nobody will publish.
-    wait_for(lambda: not ffmpeg_writing_into(out), seconds=2)
+    wait_until(lambda: not ffmpeg_writing_into(out), 2, "ffmpeg to die with its worker", poll_seconds=0.05)
 
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
     orphans = sorted(out.iterdir())

@@ -22,17 +22,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 from vidpipe.processes import process_start_time
 from vidpipe_tests import corpus
+from vidpipe_tests.harness import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -41,7 +41,6 @@ STARTUP_TIMEOUT = 30
 SENSOR_TIMEOUT = 30
 RUN_TIMEOUT = 90
 TICK_TIMEOUT = 20
-POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 150
 
 CODE_LOCATIONS = """
@@ -73,8 +72,6 @@ query PartitionStatuses($assetKey: AssetKeyInput!) {
   }
 }
 """
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -179,18 +176,6 @@ def stop(processes: list[subprocess.Popen], grace_seconds: float = 10) -> None:
     signal_groups(processes, signal.SIGKILL)
     for process in processes:
         process.wait()
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str, on_poll: Callable[[], None]) -> T:
-    """Poll ``condition`` until it returns something truthy; ``on_poll`` may fail fast."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        on_poll()
-        result = condition()
-        if result:
-            return result
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def webserver_answers(url: str) -> bool:

@@ -12,6 +12,7 @@ from dagster import DagsterRunStatus
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG
 from vidpipe.inbox import resolve_upload
 from vidpipe.media.files import sha256_file
+from vidpipe_tests.harness import wait_until
 from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)
     RUN_TIMEOUT,
     STARTUP_TIMEOUT,
@@ -19,7 +20,6 @@ from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fi
     dagster_stack,
     fail_on_sensor_error,
     process_video_runs,
-    wait_until,
 )
 
 BAD_NAME = b"holiday \xff\xfe\nclip.mp4"

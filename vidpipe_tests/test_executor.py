@@ -5,7 +5,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.definitions import process_video_job
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.partitions import upload_tags
 from vidpipe.defs.step_preload import instance_class_modules
@@ -26,10 +26,6 @@ def storage(tmp_path_factory, clips):
 
 
 STEPS = {"source_video", "renditions", "thumbnail", "video_manifest"}
-
-
-def process_video_job() -> dg.JobDefinition:
-    return build_definitions().resolve_job_def(PROCESS_JOB_NAME)
 
 
 def run_process_video(storage, upload, *, in_one_process: bool):

@@ -29,13 +29,13 @@ from vidpipe.defs.dagster_internals import (
 )
 from vidpipe.defs.run_launcher import START_TIME_SLACK_SECONDS, ProcessCheckingRunLauncher, process_running_since
 from vidpipe.processes import process_start_time
+from vidpipe_tests.harness import wait_until
 from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)
     REPO_ROOT,
     DagsterStack,
     dagster_stack,
     free_port,
     upload,
-    wait_until,
 )
 
 ENCODE_TIMEOUT = 60

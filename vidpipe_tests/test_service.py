@@ -25,6 +25,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from vidpipe.processes import process_start_time
 from vidpipe.service import main
+from vidpipe_tests.harness import wait_until
 from vidpipe_tests.test_end_to_end import (
     BIN_DIR,
     REPO_ROOT,
@@ -34,7 +35,6 @@ from vidpipe_tests.test_end_to_end import (
     free_port,
     stop,
     upload,
-    wait_until,
 )
 from vidpipe_tests.test_recovery import ENCODE_TIMEOUT, RECOVERY_TIMEOUT, partial_renditions, runs_of
 

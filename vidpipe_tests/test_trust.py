@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from vidpipe.definitions import PROCESS_JOB_NAME, build_definitions
+from vidpipe.definitions import process_video_job
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
 from vidpipe.defs.resources import LocalVideoStorage
 from vidpipe.media.errors import UploadError
@@ -86,7 +86,7 @@ def test_a_stored_original_is_never_more_readable_than_the_upload(pipeline, tmp_
     ],
 )
 def test_a_run_config_cannot_change_binaries_or_folders(resource, config):
-    job = build_definitions().resolve_job_def(PROCESS_JOB_NAME)
+    job = process_video_job()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("videos", ["x-0123456789ab"])
         with pytest.raises(dg.DagsterInvalidConfigError) as refused:
