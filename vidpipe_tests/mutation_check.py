@@ -76,6 +76,14 @@ MUTATIONS = {
         "vidpipe/media/encoder.py", "if decoding.bad_fraction > max_damaged_fraction:", "if False:",
         ["vidpipe_tests/test_hostile.py", "-k", "corrupt"],
     ),
+    "truncation_threshold_moved": (
+        "vidpipe/media/validate.py", "content.packets < 0.9 * indexed - 2", "content.packets < 0.9 * indexed - 1",
+        ["vidpipe_tests/test_real_world.py", "-k", "ninety_percent"],
+    ),
+    "settle_by_mtime": (
+        "vidpipe/inbox.py", "present[entry.name] = info.st_ctime_ns", "present[entry.name] = info.st_mtime_ns",
+        ["vidpipe_tests/test_inbox.py", "-k", "ctime"],
+    ),
     "rejected_partition_kept": (
         "vidpipe/defs/sensors.py", "        withdraw_partition(context.instance, video)\n", "",
         ["vidpipe_tests/test_rejections.py", "-k", "graph"],

@@ -188,3 +188,16 @@ def test_a_scan_waits_for_an_upload_about_to_settle_and_takes_it(tmp_path):
     # Without the wait, the same look finds it still settling.
     alone = scan_inbox(tmp_path, InboxCursor(), settle_seconds=1, now_ns=seen)
     assert alone.uploads == [] and alone.waiting == ["almost.mp4"]
+
+
+def test_settling_is_judged_by_ctime_so_a_copy_that_keeps_an_old_mtime_still_waits(tmp_path):
+    """``cp -p`` and ``rsync -t`` set a finished-looking mtime on a file they are still writing;
+    any change to the inode (contents, rename, chmod) moves its ctime, which is what counts."""
+    path = drop(tmp_path, "kept-times.mp4")
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # mtime in 2001; the ctime is now
+    changed = path.stat().st_ctime_ns
+    assert path.stat().st_mtime_ns < changed
+    scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=changed + 10**9)
+    assert scan.uploads == [] and scan.waiting == ["kept-times.mp4"]
+    taken = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=changed + 2 * 10**9)
+    assert [u.path for u in taken.uploads] == [path]

@@ -4,13 +4,16 @@ A platform must take what decodes and judge it by what it holds, and refuse only
 truncated or cannot be decoded, saying so in plain words (issue: real-world uploads).
 """
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from vidpipe.media.errors import InvalidMediaError
-from vidpipe.media.validate import Limits, inspect_upload
+from vidpipe.media.validate import Limits, StreamContent, check_complete, inspect_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.harness import processed
+from vidpipe_tests.media import video_info
 
 # generator, seconds held, frames per second held (the header says otherwise)
 HELD = [
@@ -88,3 +91,14 @@ def test_a_camera_avi_with_a_damaged_audio_frame_keeps_its_sound(tmp_path):
         checks_of(result)["source_decoded_cleanly"].description
         == "decoded with 2 errors, 0 frames lost, 1 audio packet lost"
     )
+
+
+@pytest.mark.parametrize("packets, truncated", [(88, False), (87, True)], ids=["at the edge", "one below"])
+def test_a_file_is_truncated_below_ninety_percent_of_its_indexed_packets_less_two(packets, truncated):
+    """An index listing 100 packets: 88 present is complete (0.9 × 100 - 2), 87 is truncated."""
+    content = StreamContent(packets=packets, start=0.0, last=packets / 30, end=(packets + 1) / 30, cut_short=False)
+    if truncated:
+        with pytest.raises(InvalidMediaError, match=r"truncated or corrupt upload"):
+            check_complete(video_info(640, 360), content, 100, Path("clip.mp4"))
+    else:
+        check_complete(video_info(640, 360), content, 100, Path("clip.mp4"))
