@@ -27,7 +27,7 @@ from vidpipe.media.errors import InvalidMediaError, ToolFailedError
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe, probe_json
 from vidpipe.media.thumbnail import read_first_frame
-from vidpipe.media.validate import Limits, inspect_upload
+from vidpipe.media.validate import Limits, validate_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.media import make_clip
 
@@ -107,7 +107,7 @@ def test_the_sniffer_alone_refuses_text_before_any_ffprobe_runs(make, reason, tm
     """The allow-list refuses these files in the same words; with no ffprobe to run, only the sniffer can."""
     upload = make(tmp_path)
     with pytest.raises(InvalidMediaError) as err:
-        inspect_upload(upload, Limits(), ffprobe=str(tmp_path / "no-such-ffprobe"))
+        validate_upload(upload, Limits(), ffprobe=str(tmp_path / "no-such-ffprobe"))
     assert err.value.message == reason
 
 
@@ -120,7 +120,7 @@ def test_a_nul_padded_playlist_gets_past_the_sniffer_but_is_refused_unopened(mak
     """The sniffer stops at the NUL, so this is the demuxer allow-list's refusal, in the sniffer's words."""
     upload = make(tmp_path, nul=True)
     with Tripwire(tmp_path / SEGMENT) as tripwire, pytest.raises(InvalidMediaError) as err:
-        inspect_upload(upload, Limits(), timeout=30)
+        validate_upload(upload, Limits(), timeout=30)
     assert err.value.message == f"not a video: the file is {what}"
     assert not_on_whitelist(demuxer, err.value.stderr_tail), err.value.stderr_tail
     assert not tripwire.opened, f"ffprobe opened the {SEGMENT} the playlist names"
@@ -221,7 +221,7 @@ def frame_sizes(path: Path) -> list[tuple[int, int]]:
 def test_a_resolution_bomb_that_passes_the_header_check_is_refused_by_the_decoder_pixel_limit(bitstreams, tmp_path):
     small, large = bitstreams
     bomb = h264_in_matroska(tmp_path / "bomb.mkv", small, *[large] * 5)
-    info = inspect_upload(bomb, LIMITS)
+    info = validate_upload(bomb, LIMITS)
     assert (info.width, info.height) == SMALL, "the header check would stop this file: it is no test of the decoder"
     assert frame_sizes(bomb) == [SMALL] * 20 + [LARGE] * 5
     plans = list(plan_ladder(info).renditions)
@@ -246,7 +246,7 @@ def test_a_resolution_bomb_that_passes_the_header_check_is_refused_by_the_decode
 def test_the_thumbnail_skips_a_frame_over_the_pixel_limit_that_the_header_hid(bitstreams, tmp_path):
     small, large = bitstreams
     bomb = h264_in_matroska(tmp_path / "large-first.mkv", large, small)
-    info = inspect_upload(bomb, LIMITS)
+    info = validate_upload(bomb, LIMITS)
     assert (info.width, info.height) == SMALL, "the header check would stop this file: it is no test of the decoder"
     assert frame_sizes(bomb)[:2] == [LARGE, SMALL]
 
@@ -268,7 +268,7 @@ def test_the_gate_probe_decodes_no_frame_over_the_pixel_limit(bitstreams, tmp_pa
     ffprobe.write_text(f'#!/bin/sh\nexec ffprobe "$@" -loglevel debug 2>>{shlex.quote(str(log))}\n')
     ffprobe.chmod(0o755)
     with contextlib.suppress(InvalidMediaError):
-        inspect_upload(bomb, LIMITS, ffprobe=str(ffprobe))
+        validate_upload(bomb, LIMITS, ffprobe=str(ffprobe))
     if f"Reinit context to {LARGE[0]}x{LARGE[1]}" not in log.read_text():
         pytest.fail("the probe's decoder never met the large frame: this is no test of its pixel limit")
     assert f"Picture size {LARGE[0]}x{LARGE[1]} exceeds specified max pixel count" in log.read_text()

@@ -106,7 +106,7 @@ def source_video(
         if stored is None:
             file_ref, name = _upload_of(context, key)
             stored = storage.store_original(key, inbox.resolve(file_ref), name, file_ref)
-        info = ffmpeg.inspect(stored.path)
+        info = ffmpeg.validate_upload(stored.path)
     storage.clear_rejection(key)
     source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, path=stored.path, info=info)
     return dg.Output(

@@ -24,7 +24,7 @@ from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
 from vidpipe.media.thumbnail import read_first_frame
-from vidpipe.media.validate import Limits, inspect_upload
+from vidpipe.media.validate import Limits, validate_upload
 
 REJECTION_FILE = "rejection.json"
 ENCODE_RECORD_FILE = "encode.json"
@@ -232,9 +232,9 @@ class FFmpegResource(dg.ConfigurableResource):
     def limits(self) -> Limits:
         return Limits(**{limit.name: getattr(self, limit.name) for limit in fields(Limits)})
 
-    def inspect(self, upload: Path) -> VideoInfo:
+    def validate_upload(self, upload: Path) -> VideoInfo:
         """The validation gate: probe an upload, refuse it with a clear reason unless usable."""
-        return inspect_upload(upload, self.limits(), ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
+        return validate_upload(upload, self.limits(), ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
 
     def probe(self, path: Path) -> VideoInfo:
         return probe(path, ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)

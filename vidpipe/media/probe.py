@@ -125,7 +125,7 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike[str], *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
-    """Probe a file vidpipe trusts (its own outputs); uploads go through ``validate.inspect_upload``."""
+    """Probe a file vidpipe trusts (its own outputs); uploads go through ``validate.validate_upload``."""
     path = os.fspath(path)
     try:
         data = probe_json(path, ffprobe=ffprobe, timeout=timeout)

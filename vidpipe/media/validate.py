@@ -36,7 +36,7 @@ _OVER_PIXEL_LIMIT = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max 
 _NOT_ON_WHITELIST = re.compile(r"^\[([a-z0-9_]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
-def inspect_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
+def validate_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
     """Probe an upload and refuse it, with a reason a person understands, unless it is a usable video.
 
     The header is read first and its sizes checked against the limits; then the main stream
