@@ -38,8 +38,9 @@ def test_a_file_still_being_written_waits_until_it_settles(tmp_path):
 
 def test_a_scan_says_when_the_uploads_waiting_to_settle_will_have_settled(tmp_path):
     first = drop(tmp_path, "first.mp4")
-    time.sleep(0.05)
     last = drop(tmp_path, "last.mp4")
+    while last.stat().st_ctime_ns == first.stat().st_ctime_ns:  # ctime comes from a coarse clock
+        last.write_bytes(b"video bytes")
     now = last.stat().st_ctime_ns + 500_000_000
     scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=now)
     assert sorted(scan.waiting) == ["first.mp4", "last.mp4"]
@@ -80,8 +81,9 @@ def test_hidden_temporary_and_non_file_entries_are_ignored(tmp_path):
 def test_a_changed_file_is_looked_at_again(tmp_path):
     path = drop(tmp_path, "clip.mp4", b"one")
     first = scan_inbox(tmp_path, InboxCursor(), settle_seconds=0, now_ns=time.time_ns() + LATER)
-    time.sleep(0.01)
-    path.write_bytes(b"two")
+    seen = path.stat().st_ctime_ns
+    while path.stat().st_ctime_ns == seen:  # the kernel stamps ctime with a coarse clock (a few ms)
+        path.write_bytes(b"two")
     second = scan_inbox(tmp_path, first.cursor, settle_seconds=0, now_ns=time.time_ns() + LATER)
     assert [u.sha256 for u in second.uploads] == [sha256_file(path)]
 

@@ -50,8 +50,10 @@ def test_new_upload_adds_a_partition_and_requests_one_run(instance, inbox, lands
 
 
 def test_a_file_still_being_written_is_left_alone(instance, inbox, landscape_clip):
-    """A writer adding a chunk every 0.1 s while the sensor ticks: no run until it has finished."""
-    harness = SensorHarness(instance, inbox, settle_seconds=0.5)
+    """A writer adding a chunk every 0.1 s while the sensor ticks: no run until it has finished.
+
+    The settle time is ten times the writer's pace, so a busy machine does not see a pause."""
+    harness = SensorHarness(instance, inbox, settle_seconds=1.0)
     data = landscape_clip.read_bytes()
     growing = inbox / "growing.mp4"
     growing.write_bytes(data[:1000])
@@ -68,7 +70,7 @@ def test_a_file_still_being_written_is_left_alone(instance, inbox, landscape_cli
     requests = []
     while writer.is_alive():
         requests += harness.tick().run_requests
-    time.sleep(0.6)
+    time.sleep(1.1)
     requests += harness.tick().run_requests
     # One run, for the whole file: none for any part of it seen while it was being written.
     assert [request.run_key.split("-")[0] for request in requests] == [sha256_file(landscape_clip)]
