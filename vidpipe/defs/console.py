@@ -19,18 +19,22 @@ from vidpipe.defs.dagster_internals import LOG_RECORD_METADATA
 from vidpipe.defs.partitions import PARTITION_TAG, failure_reason
 
 
+def _about(record: logging.LogRecord) -> tuple[str, str, str, dg.DagsterEvent | None]:
+    """What a run's log record is about: its message, video, step ("run" for none) and Dagster event."""
+    meta = getattr(record, LOG_RECORD_METADATA, None) or {}
+    message = meta.get("orig_message") or record.getMessage()
+    video = (meta.get("job_tags") or {}).get(PARTITION_TAG, "-")
+    return message, video, meta.get("step_key") or "run", meta.get("dagster_event")
+
+
 class OperatorFormatter(logging.Formatter):
     """``09:16:06 ERROR   broken-b72506e22edc source_video: failed: the file holds 0.7 s of video …``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        meta = getattr(record, LOG_RECORD_METADATA, None) or {}
-        event = meta.get("dagster_event")
-        message = meta.get("orig_message") or record.getMessage()
+        message, video, where, event = _about(record)
         if event is not None and event.is_step_failure:
             message = f"failed: {failure_reason(event)}"
         lines = message.strip().splitlines()
-        video = (meta.get("job_tags") or {}).get(PARTITION_TAG, "-")
-        where = meta.get("step_key") or "run"
         when = time.strftime("%H:%M:%S", time.localtime(record.created))
         return f"{when} {record.levelname:<7} {video} {where}: {lines[0] if lines else ''}"
 
@@ -47,19 +51,17 @@ def not_a_skip(record: logging.LogRecord) -> bool:
     )
 
 
-class LogFileFormatter(OperatorFormatter):
-    """``2026-11-29 09:16:06 DEBUG   holiday-0123456789ab renditions: <the whole message, every line>``"""
+class LogFileFormatter(logging.Formatter):
+    """``2026-11-29 09:16:06 DEBUG   holiday-0123456789ab renditions STEP_START: <the whole message>``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        meta = getattr(record, LOG_RECORD_METADATA, None) or {}
-        message = (meta.get("orig_message") or record.getMessage()).rstrip()
-        video = (meta.get("job_tags") or {}).get(PARTITION_TAG, "-")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        event = meta.get("dagster_event")
+        message, video, where, event = _about(record)
+        message = message.rstrip()
         kind = f" {event.event_type_value}" if event is not None else ""
         if event is not None and event.is_step_failure:
             message += "\n" + _failure_details(event)
-        return f"{when} {record.levelname:<7} {video} {meta.get('step_key') or 'run'}{kind}: {message}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return f"{when} {record.levelname:<7} {video} {where}{kind}: {message}"
 
 
 def _failure_details(event: dg.DagsterEvent) -> str:

@@ -6,7 +6,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ffmpeg
@@ -100,14 +100,16 @@ class DecodeReport:
             counts.append(_count(self.lost_audio_packets, "audio packet") + " lost")
         return f"decoded with {', '.join(counts)}"
 
-    def as_metadata(self) -> dict[str, int | str]:
+    def counts(self) -> dict[str, int]:
         return {
-            "decoding": self.summary(),
             "decode_errors": self.errors,
             "frames_damaged": self.damaged_frames,
             "frames_lost": self.lost_frames,
             "audio_packets_lost": self.lost_audio_packets,
         }
+
+    def as_metadata(self) -> dict[str, int | str]:
+        return {"decoding": self.summary(), **self.counts()}
 
 
 def _count(number: int, noun: str) -> str:
@@ -118,38 +120,28 @@ _DAMAGED_FRAME = re.compile(r": corrupt decoded frame in stream (\d+)$")
 _LOST_PACKET = re.compile(r"\[error\] Error while decoding stream #\d+:(\d+):")
 
 
-@dataclass
 class DecodeWatcher:
     """Counts, from ffmpeg's ``-loglevel repeat+level+…`` stderr, what decoding one source met."""
 
-    info: VideoInfo
-    errors: int = 0
-    damaged: int = 0
-    lost: int = 0
-    lost_audio: int = 0
-    error_lines: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    def __init__(self, info: VideoInfo):
+        self.video_stream = info.video_stream
+        expected = round(info.duration * float(info.frame_rate)) if info.has_video else 0
+        self.report = DecodeReport(expected_frames=expected)
+        self.error_lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     def feed(self, line: str) -> None:
+        r = self.report
         damaged, lost = _DAMAGED_FRAME.search(line), _LOST_PACKET.search(line)
         if "[error]" in line:
-            self.errors += 1
+            r = replace(r, errors=r.errors + 1)
             self.error_lines.append(line)
-        if damaged and int(damaged.group(1)) == self.info.video_stream:
-            self.damaged += 1
-        elif lost and int(lost.group(1)) == self.info.video_stream:
-            self.lost += 1
+        if damaged and int(damaged.group(1)) == self.video_stream:
+            r = replace(r, damaged_frames=r.damaged_frames + 1)
+        elif lost and int(lost.group(1)) == self.video_stream:
+            r = replace(r, lost_frames=r.lost_frames + 1)
         elif lost:
-            self.lost_audio += 1
-
-    def report(self) -> DecodeReport:
-        expected = round(self.info.duration * float(self.info.frame_rate)) if self.info.has_video else 0
-        return DecodeReport(
-            expected_frames=expected,
-            errors=self.errors,
-            damaged_frames=self.damaged,
-            lost_frames=self.lost,
-            lost_audio_packets=self.lost_audio,
-        )
+            r = replace(r, lost_audio_packets=r.lost_audio_packets + 1)
+        self.report = r
 
 
 @dataclass(frozen=True)
@@ -307,14 +299,14 @@ def run_encode(
                     path=subject,
                     stderr_tail=err.stderr_tail,
                 ) from err
-            if err.retryable or not watcher.report().lost_anything:
+            if err.retryable or not watcher.report.lost_anything:
                 raise
             raise InvalidMediaError(
-                f"corrupt {codec} data: ffmpeg gave up ({watcher.report().summary()})",
+                f"corrupt {codec} data: ffmpeg gave up ({watcher.report.summary()})",
                 path=subject,
                 stderr_tail=err.stderr_tail,
             ) from err
-        decoding = watcher.report()
+        decoding = watcher.report
         if decoding.bad_fraction > max_damaged_fraction:
             raise InvalidMediaError(
                 f"corrupt {codec} data: {decoding.damaged_frames + decoding.lost_frames} of "

@@ -76,7 +76,6 @@ def build_manifest(
 
 def _source_entry(source: SourceVideo, renditions: list[RenditionFile]) -> dict[str, Any]:
     """The original as the packets show it, and what decoding it met."""
-    decoding = worst_decoding(renditions).as_metadata()
     return {
         "name": source.name,
         "sha256": source.sha256,
@@ -87,7 +86,7 @@ def _source_entry(source: SourceVideo, renditions: list[RenditionFile]) -> dict[
         "frame_rate": round(float(source.info.frame_rate), 3) or None,
         "has_video": source.info.has_video,
         "has_audio": source.info.has_audio,
-        "decoding": {key: value for key, value in decoding.items() if key != "decoding"},
+        "decoding": worst_decoding(renditions).counts(),
     }
 
 
