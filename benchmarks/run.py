@@ -136,7 +136,7 @@ def classic_pipeline(source: Path, scratch: Path) -> float:
     info = probe(source)
     started = time.perf_counter()
     for plan in plan_ladder(info).renditions:
-        run_encode(build_encode_command(source, info, [plan], scratch), info, timeout=3600)
+        run_encode(build_encode_command(source, info, [plan], scratch), info)
     run_tool(first_frame_command(source, info), timeout=60)
     return time.perf_counter() - started
 
@@ -256,8 +256,7 @@ def raw_loop(clips: list[Path], scratch: Path) -> float:
     started = time.perf_counter()
     for clip in clips:
         info = probe(clip)
-        run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch),
-                   info, timeout=3600)  # fmt: skip
+        run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch), info)
         run_tool(first_frame_command(clip, info), timeout=60)
     return time.perf_counter() - started
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from vidpipe.media.ffmpeg_calls import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -42,24 +45,21 @@ def storage_dir() -> Path:
     return Path(os.environ.get("VIDPIPE_STORAGE") or data_dir() / "storage").resolve()
 
 
-LIMIT_VARIABLES = {
-    "VIDPIPE_MAX_PIXELS": ("max_pixels", int),
-    "VIDPIPE_MAX_FRAME_RATE": ("max_frame_rate", float),
-    "VIDPIPE_MAX_DURATION_SECONDS": ("max_duration_seconds", float),
-    "VIDPIPE_MAX_FILE_BYTES": ("max_file_bytes", int),
-    "VIDPIPE_MAX_STREAMS": ("max_streams", int),
-    "VIDPIPE_MAX_DAMAGED_FRACTION": ("max_damaged_fraction", float),
-}
+def limit_variable(limit: str) -> str:
+    """The variable that sets one of ``Limits``'s fields: ``max_pixels`` → ``VIDPIPE_MAX_PIXELS``."""
+    return f"VIDPIPE_{limit.upper()}"
 
 
 def limit_overrides() -> dict[str, Any]:
-    """Upload limits set by ``VIDPIPE_MAX_*`` variables, as ``FFmpegResource`` fields."""
+    """Upload limits set by ``VIDPIPE_MAX_*`` variables (one per ``Limits`` field), as ``FFmpegResource`` fields."""
     overrides = {}
-    for variable, (field, kind) in LIMIT_VARIABLES.items():
+    for limit in fields(Limits):
+        variable = limit_variable(limit.name)
         text = os.environ.get(variable)
         if text:
+            kind = type(getattr(Limits, limit.name))
             try:
-                overrides[field] = kind(text)
+                overrides[limit.name] = kind(text)
             except ValueError:
                 raise ValueError(f"{variable} must be a number, not {text!r}") from None
     return overrides

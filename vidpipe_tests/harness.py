@@ -17,7 +17,7 @@ from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
-from vidpipe.media.validate import Limits, validate_upload
+from vidpipe.media.validate import validate_upload
 
 T = TypeVar("T")
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
@@ -119,10 +119,10 @@ def evaluate_failed_video_runs(pipeline, result) -> None:
 
 def encode_upload(source, out_dir, rungs=None):
     """The media path of one upload without Dagster: the gate, the ladder plan, one ffmpeg run."""
-    info = validate_upload(source, Limits())
+    info = validate_upload(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [p for p in plan_ladder(info).renditions if rungs is None or p.rung.name in rungs]
-    return info, run_encode(build_encode_command(source, info, plans, out_dir), info, timeout=120).outputs
+    return info, run_encode(build_encode_command(source, info, plans, out_dir), info).outputs
 
 
 def wait_until(

@@ -36,11 +36,11 @@ MUTATIONS = {
         ["vidpipe_tests/test_barriers.py", "-k", "protocol"],
     ),
     "no_pixel_limit_in_decoders": (
-        "vidpipe/media/ffmpeg_calls.py", "        max_pixels=max_pixels,\n", "",
+        "vidpipe/media/ffmpeg_calls.py", "            max_pixels=self.limits.max_pixels,\n", "",
         ["vidpipe_tests/test_barriers.py", "-k", "bomb or thumbnail"],
     ),
     "no_pixel_limit_in_probe": (
-        "vidpipe/media/ffmpeg_calls.py", 'return ("-max_pixels", str(max_pixels)) if max_pixels else ()', "return ()",
+        "vidpipe/media/ffmpeg_calls.py", '*INPUT_GUARDS, "-max_pixels", str(self.limits.max_pixels),', "*INPUT_GUARDS,",
         ["vidpipe_tests/test_barriers.py", "-k", "gate_probe"],
     ),
     "tool_outlives_worker": (
@@ -73,7 +73,7 @@ MUTATIONS = {
         'return _snap(float(side_data["rotation"]))', ["vidpipe_tests/test_odd_inputs.py", "-k", "rotation"],
     ),
     "no_damage_limit": (
-        "vidpipe/media/encoder.py", "if decoding.bad_fraction > max_damaged_fraction:", "if False:",
+        "vidpipe/media/encoder.py", "if decoding.bad_fraction > limit:", "if False:",
         ["vidpipe_tests/test_hostile.py", "-k", "corrupt"],
     ),
     "truncation_threshold_moved": (

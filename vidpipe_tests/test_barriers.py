@@ -18,16 +18,18 @@ import re
 import shlex
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
+from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe, probe_json
 from vidpipe.media.thumbnail import read_first_frame
-from vidpipe.media.validate import Limits, validate_upload
+from vidpipe.media.validate import validate_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.media import make_clip
 
@@ -107,7 +109,7 @@ def test_the_sniffer_alone_refuses_text_before_any_ffprobe_runs(make, reason, tm
     """The allow-list refuses these files in the same words; with no ffprobe to run, only the sniffer can."""
     upload = make(tmp_path)
     with pytest.raises(InvalidMediaError) as err:
-        validate_upload(upload, Limits(), ffprobe=str(tmp_path / "no-such-ffprobe"))
+        validate_upload(upload, Tools(ffprobe=str(tmp_path / "no-such-ffprobe")))
     assert err.value.message == reason
 
 
@@ -120,7 +122,7 @@ def test_a_nul_padded_playlist_gets_past_the_sniffer_but_is_refused_unopened(mak
     """The sniffer stops at the NUL, so this is the demuxer allow-list's refusal, in the sniffer's words."""
     upload = make(tmp_path, nul=True)
     with Tripwire(tmp_path / SEGMENT) as tripwire, pytest.raises(InvalidMediaError) as err:
-        validate_upload(upload, Limits(), timeout=30)
+        validate_upload(upload)
     assert err.value.message == f"not a video: the file is {what}"
     assert not_on_whitelist(demuxer, err.value.stderr_tail), err.value.stderr_tail
     assert not tripwire.opened, f"ffprobe opened the {SEGMENT} the playlist names"
@@ -134,7 +136,7 @@ def test_a_nul_padded_playlist_gets_past_the_sniffer_but_is_refused_unopened(mak
 def test_the_probe_alone_refuses_a_playlist_by_its_demuxer_allow_list(make, make_with_secret, demuxer, tmp_path):
     upload = make(tmp_path, nul=False)
     with Tripwire(tmp_path / SEGMENT) as tripwire, pytest.raises(ToolFailedError) as err:
-        probe_json(upload, timeout=30)
+        probe_json(upload)
     assert not err.value.retryable
     assert not_on_whitelist(demuxer, err.value.stderr_tail), err.value.stderr_tail
     assert not tripwire.opened, f"ffprobe opened the {SEGMENT} the playlist names"
@@ -144,7 +146,7 @@ def test_the_probe_alone_refuses_a_playlist_by_its_demuxer_allow_list(make, make
     folder.mkdir()
     upload = make_with_secret(folder)
     with pytest.raises(InvalidMediaError) as err:
-        probe(upload, timeout=30)
+        probe(upload)
     assert err.value.message == "not a readable video: ffprobe could not parse the file"
     assert not_on_whitelist(demuxer, err.value.stderr_tail), err.value.stderr_tail
     assert corpus.SECRET not in str(err.value.context())
@@ -156,7 +158,7 @@ def test_a_file_name_that_reads_as_a_protocol_url_is_probed_as_a_local_file(tmp_
     upload = Path(f"concat:{SEGMENT}")
     upload.write_bytes(b"\0" * 64)  # an upload of that name; ffmpeg reading it as a URL never opens it
     with Tripwire(tmp_path / SEGMENT) as tripwire, pytest.raises(ToolFailedError) as err:
-        probe_json(upload, timeout=30)
+        probe_json(upload)
     assert "Protocol 'concat' not on whitelist 'file'!" in "\n".join(err.value.stderr_tail)
     assert not tripwire.opened, f"ffprobe followed the concat: protocol to {SEGMENT}"
 
@@ -170,7 +172,7 @@ def test_a_file_name_that_reads_as_a_protocol_url_is_encoded_as_a_local_file(tmp
     (tmp_path / "out").mkdir()
     command = build_encode_command(source, info, list(plan_ladder(info).renditions), tmp_path / "out")
     with Tripwire(tmp_path / SEGMENT) as tripwire, pytest.raises(ToolFailedError) as err:
-        run_encode(command, info, timeout=30)
+        run_encode(command, info)
     assert "Protocol 'concat' not on whitelist 'file'!" in "\n".join(err.value.stderr_tail)
     assert not tripwire.opened, f"ffmpeg followed the concat: protocol to {SEGMENT}"
     assert list((tmp_path / "out").iterdir()) == []
@@ -179,7 +181,8 @@ def test_a_file_name_that_reads_as_a_protocol_url_is_encoded_as_a_local_file(tmp
 # --- resolution bombs: a header that claims a small picture over frames that decode larger ------------
 
 SMALL, LARGE = (64, 64), (1024, 1024)
-LIMITS = Limits(max_pixels=SMALL[0] * SMALL[1] * 4)
+LIMITED = Tools(limits=Limits(max_pixels=SMALL[0] * SMALL[1] * 4))
+UNLIMITED = Tools(limits=Limits(max_pixels=LARGE[0] * LARGE[1]))
 """Room for the header's 64×64 picture; the 1024×1024 frames are 64 times the size."""
 
 
@@ -221,15 +224,15 @@ def frame_sizes(path: Path) -> list[tuple[int, int]]:
 def test_a_resolution_bomb_that_passes_the_header_check_is_refused_by_the_decoder_pixel_limit(bitstreams, tmp_path):
     small, large = bitstreams
     bomb = h264_in_matroska(tmp_path / "bomb.mkv", small, *[large] * 5)
-    info = validate_upload(bomb, LIMITS)
+    info = validate_upload(bomb, LIMITED)
     assert (info.width, info.height) == SMALL, "the header check would stop this file: it is no test of the decoder"
     assert frame_sizes(bomb) == [SMALL] * 20 + [LARGE] * 5
     plans = list(plan_ladder(info).renditions)
 
     (tmp_path / "limited").mkdir()
-    command = build_encode_command(bomb, info, plans, tmp_path / "limited", max_pixels=LIMITS.max_pixels)
+    command = build_encode_command(bomb, info, plans, tmp_path / "limited", LIMITED)
     with pytest.raises(InvalidMediaError) as err:
-        run_encode(command, info, timeout=60, max_damaged_fraction=LIMITS.max_damaged_fraction)
+        run_encode(command, info, LIMITED)
     assert re.fullmatch(
         r"corrupt H\.264 data: ffmpeg gave up \(decoded with \d+ errors, 5 frames lost\)", err.value.message
     )
@@ -237,8 +240,8 @@ def test_a_resolution_bomb_that_passes_the_header_check_is_refused_by_the_decode
 
     # The same encode with a limit above the large frames decodes them all: the limit is what refused them.
     (tmp_path / "unlimited").mkdir()
-    command = build_encode_command(bomb, info, plans, tmp_path / "unlimited", max_pixels=LARGE[0] * LARGE[1])
-    encoded = run_encode(command, info, timeout=60, max_damaged_fraction=LIMITS.max_damaged_fraction)
+    command = build_encode_command(bomb, info, plans, tmp_path / "unlimited", UNLIMITED)
+    encoded = run_encode(command, info, UNLIMITED)
     assert encoded.decoding.clean, encoded.decoding.summary()
     assert set(encoded.outputs) == {plan.rung.name for plan in plans}
 
@@ -246,13 +249,13 @@ def test_a_resolution_bomb_that_passes_the_header_check_is_refused_by_the_decode
 def test_the_thumbnail_skips_a_frame_over_the_pixel_limit_that_the_header_hid(bitstreams, tmp_path):
     small, large = bitstreams
     bomb = h264_in_matroska(tmp_path / "large-first.mkv", large, small)
-    info = validate_upload(bomb, LIMITS)
+    info = validate_upload(bomb, LIMITED)
     assert (info.width, info.height) == SMALL, "the header check would stop this file: it is no test of the decoder"
     assert frame_sizes(bomb)[:2] == [LARGE, SMALL]
 
-    assert read_first_frame(bomb, info, max_pixels=LIMITS.max_pixels).size == SMALL
+    assert read_first_frame(bomb, info, LIMITED).size == SMALL
     # With a limit above the large frame, the first frame, large, is the one read: the limit is what skipped it.
-    assert read_first_frame(bomb, info, max_pixels=LARGE[0] * LARGE[1]).size == LARGE
+    assert read_first_frame(bomb, info, UNLIMITED).size == LARGE
 
 
 def test_the_gate_probe_decodes_no_frame_over_the_pixel_limit(bitstreams, tmp_path):
@@ -268,7 +271,7 @@ def test_the_gate_probe_decodes_no_frame_over_the_pixel_limit(bitstreams, tmp_pa
     ffprobe.write_text(f'#!/bin/sh\nexec ffprobe "$@" -loglevel debug 2>>{shlex.quote(str(log))}\n')
     ffprobe.chmod(0o755)
     with contextlib.suppress(InvalidMediaError):
-        validate_upload(bomb, LIMITS, ffprobe=str(ffprobe))
+        validate_upload(bomb, replace(LIMITED, ffprobe=str(ffprobe)))
     if f"Reinit context to {LARGE[0]}x{LARGE[1]}" not in log.read_text():
         pytest.fail("the probe's decoder never met the large frame: this is no test of its pixel limit")
     assert f"Picture size {LARGE[0]}x{LARGE[1]} exceeds specified max pixel count" in log.read_text()

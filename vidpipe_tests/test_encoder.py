@@ -8,7 +8,7 @@ import pytest
 
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError, ToolKilledError, ToolTimeoutError
-from vidpipe.media.ffmpeg_calls import run_tool
+from vidpipe.media.ffmpeg_calls import Limits, Tools, run_tool
 from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
@@ -29,7 +29,7 @@ def encode(source, out_dir, **kwargs):
     info = probe(source)
     plans = list(plan_ladder(info).renditions)
     command = build_encode_command(source, info, plans, out_dir)
-    return info, command, run_encode(command, info, timeout=120, **kwargs).outputs
+    return info, command, run_encode(command, info, **kwargs).outputs
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_a_failed_encode_publishes_nothing_and_leaves_no_temporary_files(landsca
     out.mkdir()
     command = build_encode_command(broken, info, list(plan_ladder(info).renditions), out)
     with pytest.raises(ToolFailedError) as err:
-        run_encode(command, info, timeout=60)
+        run_encode(command, info)
     assert err.value.stderr_tail and "0x" not in err.value.message and "failed:" not in err.value.message
     assert err.value.message.startswith("ffmpeg "), err.value.message
     assert list(out.iterdir()) == []
@@ -154,7 +154,7 @@ from vidpipe.media.probe import probe
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
 info = probe(source)
 command = build_encode_command(source, info, list(plan_ladder(info).renditions), out)
-run_encode(command, info, timeout=120)
+run_encode(command, info)
 """
 
 
@@ -195,13 +195,17 @@ def test_ffmpeg_killed_while_writing_publishes_nothing(long_clip, tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(ToolKilledError, match="killed by signal 9"):
-        run_encode(command, info, timeout=60, on_progress=kill_once_frames_are_on_disk)
+        run_encode(command, info, on_progress=kill_once_frames_are_on_disk)
     assert len(killed) == 1
     # When it was killed, ffmpeg had created every output and written frames into one at least, and
     # no final name had appeared, in that report or any before.
     assert len(seen[-1]) == len(finals) and max(seen[-1].values()) > 100_000, seen[-1]
     assert not any(finals & set(files) for files in seen), seen
     assert list(out.iterdir()) == []
+
+
+def tolerating(damaged_fraction: float) -> Tools:
+    return Tools(limits=Limits(max_damaged_fraction=damaged_fraction))
 
 
 @pytest.mark.parametrize(
@@ -216,17 +220,14 @@ def test_an_encode_refused_after_every_output_was_written_publishes_nothing(
     info = probe(source)
     out = tmp_path / "out"
     out.mkdir()
-    command = build_encode_command(
-        source, info, list(plan_ladder(info).renditions), out, max_damaged_fraction=ffmpeg_limit
-    )
+    command = build_encode_command(source, info, list(plan_ladder(info).renditions), out, tolerating(ffmpeg_limit))
     finals = {path.name for path in command.final_outputs.values()}
     seen: list[tuple[bool, dict[str, int]]] = []
     with pytest.raises(InvalidMediaError, match=f"corrupt H.264 data: .*{refusal}"):
         run_encode(
             command,
             info,
-            timeout=60,
-            max_damaged_fraction=vidpipe_limit,
+            tolerating(vidpipe_limit),
             on_progress=lambda progress: seen.append((progress.finished, files_in(out))),
         )
     # ffmpeg's last report ("progress=end") came once every output was written; no final name had

@@ -9,7 +9,8 @@ import pytest
 
 from vidpipe.defs.resources import FFmpegResource
 from vidpipe.media.errors import InvalidMediaError
-from vidpipe.media.validate import Limits, validate_upload
+from vidpipe.media.ffmpeg_calls import Limits, Tools
+from vidpipe.media.validate import validate_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
 from vidpipe_tests.media import make_clip
@@ -31,7 +32,7 @@ REJECTIONS = [
 def test_the_gate_refuses_with_a_specific_reason(make, reason, tmp_path):
     upload = make(tmp_path)
     with pytest.raises(InvalidMediaError) as err:
-        validate_upload(upload, Limits())
+        validate_upload(upload)
     if isinstance(reason, re.Pattern):
         assert reason.fullmatch(err.value.message), err.value.message
     else:
@@ -40,7 +41,7 @@ def test_the_gate_refuses_with_a_specific_reason(make, reason, tmp_path):
 
 
 def test_limits_are_configurable(tmp_path, landscape_clip):
-    assert validate_upload(landscape_clip, Limits()).width == 640
+    assert validate_upload(landscape_clip).width == 640
     cases = [
         (Limits(max_pixels=640 * 360 - 1), "640×360 exceeds the 230,399-pixel limit"),
         (Limits(max_frame_rate=25), "30 frames per second exceeds the limit of 25"),
@@ -53,7 +54,7 @@ def test_limits_are_configurable(tmp_path, landscape_clip):
     ]
     for limits, reason in cases:
         with pytest.raises(InvalidMediaError) as err:
-            validate_upload(landscape_clip, limits)
+            validate_upload(landscape_clip, Tools(limits=limits))
         assert err.value.message == reason
 
 
@@ -165,7 +166,7 @@ def test_a_stuck_encode_is_stopped_retried_and_then_failed_with_a_clear_message(
 def test_an_absurd_pixel_aspect_ratio_is_refused(tmp_path):
     clip = make_clip(tmp_path / "stretched.mp4", size="720x576", sar="64/1", seconds=1, audio=False)
     with pytest.raises(InvalidMediaError) as err:
-        validate_upload(clip, Limits())
+        validate_upload(clip)
     assert err.value.message == (
         "a 46080×576 picture (stored 720×576 with pixel aspect ratio 64) is more elongated than 10:1"
     )

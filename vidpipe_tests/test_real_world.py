@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.media.errors import InvalidMediaError
-from vidpipe.media.validate import Limits, StreamContent, check_complete, validate_upload
+from vidpipe.media.validate import StreamContent, check_complete, validate_upload
 from vidpipe_tests import corpus
 from vidpipe_tests.harness import processed
 from vidpipe_tests.media import video_info
@@ -32,7 +32,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("make, seconds, rate", HELD, ids=[make.__name__ for make, _, _ in HELD])
 def test_a_file_is_judged_by_what_it_holds_not_its_header(make, seconds, rate, tmp_path):
-    info = validate_upload(make(tmp_path), Limits())
+    info = validate_upload(make(tmp_path))
     assert info.duration == pytest.approx(seconds, abs=0.07)
     assert float(info.frame_rate) == pytest.approx(rate, rel=0.02)
 
@@ -40,7 +40,7 @@ def test_a_file_is_judged_by_what_it_holds_not_its_header(make, seconds, rate, t
 @pytest.mark.parametrize("make, reason", REFUSED, ids=[make.__name__ for make, _ in REFUSED])
 def test_what_cannot_be_used_is_refused_in_plain_words(make, reason, tmp_path):
     with pytest.raises(InvalidMediaError) as err:
-        validate_upload(make(tmp_path), Limits())
+        validate_upload(make(tmp_path))
     assert err.value.message == reason
 
 

@@ -1,3 +1,4 @@
+from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
@@ -5,6 +6,8 @@ import pytest
 
 from vidpipe import settings
 from vidpipe.definitions import build_definitions
+from vidpipe.defs.resources import FFmpegResource
+from vidpipe.media.ffmpeg_calls import Limits, Tools
 
 
 def test_limits_and_folders_come_from_the_environment(monkeypatch, tmp_path):
@@ -38,3 +41,19 @@ def test_the_default_folders_are_in_the_checkout_or_else_the_current_directory(m
     assert settings.project_dir(installed) == tmp_path
     monkeypatch.setenv("VIDPIPE_DATA", str(tmp_path / "elsewhere"))
     assert settings.storage_dir() == tmp_path / "elsewhere" / "storage"
+
+
+def test_each_limit_is_declared_once_and_shows_everywhere_it_is_set():
+    """``Limits`` and ``Tools`` declare the settings; the resource's config, the variables and the README follow them."""
+    resource = FFmpegResource()
+    tools = resource.tools()
+    assert tools == Tools(), "a resource field's default differs from the value object's"
+    resource_fields = set(FFmpegResource.model_fields)
+    readme = (Path(settings.__file__).resolve().parent.parent / "README.md").read_text()
+    for limit in fields(Limits):
+        assert limit.name in resource_fields
+        assert f"| `{settings.limit_variable(limit.name)}` |" in readme, f"{limit.name} is not in the README's table"
+    # Every resource field reaches the value object: a changed field changes ``tools()``.
+    for name, value in FFmpegResource.model_fields.items():
+        changed = FFmpegResource(**{name: "x" if isinstance(value.default, str) else value.default + 1})
+        assert changed.tools() != tools, f"FFmpegResource.{name} never reaches Tools"

@@ -19,12 +19,13 @@ from upath import UPath
 from vidpipe.inbox import InboxCursor, InboxScan, resolve_upload, scan_inbox
 from vidpipe.media.encoder import EncodeCommand, Encoded, Progress, build_encode_command, run_encode
 from vidpipe.media.errors import InvalidVideoKeyError, VidpipeError
+from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_temporaries, write_atomically
 from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
 from vidpipe.media.thumbnail import read_first_frame
-from vidpipe.media.validate import Limits, validate_upload
+from vidpipe.media.validate import validate_upload
 
 REJECTION_FILE = "rejection.json"
 ENCODE_RECORD_FILE = "encode.json"
@@ -214,13 +215,16 @@ class LocalVideoStorage(VideoStorage):
 
 
 class FFmpegResource(dg.ConfigurableResource):
-    """How ffmpeg and ffprobe are run (binaries, threads, wall-clock limits) and what uploads they accept."""
+    """How ffmpeg and ffprobe are run and what uploads they accept: ``Tools`` as Dagster config.
 
-    ffmpeg_path: str = "ffmpeg"
-    ffprobe_path: str = "ffprobe"
-    threads: int = 0
-    probe_timeout_seconds: float = 60
-    encode_timeout_seconds: float = 6 * 3600
+    Every field's default is ``Tools``'s or ``Limits``'s (``test_settings`` holds the two to the same
+    names); ``tools()`` is what the media functions get."""
+
+    ffmpeg_path: str = Tools.ffmpeg
+    ffprobe_path: str = Tools.ffprobe
+    threads: int = Tools.threads
+    probe_timeout_seconds: float = Tools.probe_timeout_seconds
+    encode_timeout_seconds: float = Tools.encode_timeout_seconds
     max_pixels: int = Limits.max_pixels
     max_frame_rate: float = Limits.max_frame_rate
     max_duration_seconds: float = Limits.max_duration_seconds
@@ -229,15 +233,22 @@ class FFmpegResource(dg.ConfigurableResource):
     max_damaged_fraction: float = Limits.max_damaged_fraction
     """The share of a video's frames that may come out of decoding damaged or lost (salvaged)."""
 
-    def limits(self) -> Limits:
-        return Limits(**{limit.name: getattr(self, limit.name) for limit in fields(Limits)})
+    def tools(self) -> Tools:
+        return Tools(
+            ffmpeg=self.ffmpeg_path,
+            ffprobe=self.ffprobe_path,
+            threads=self.threads,
+            probe_timeout_seconds=self.probe_timeout_seconds,
+            encode_timeout_seconds=self.encode_timeout_seconds,
+            limits=Limits(**{limit.name: getattr(self, limit.name) for limit in fields(Limits)}),
+        )
 
     def validate_upload(self, upload: Path) -> VideoInfo:
         """The validation gate: probe an upload, refuse it with a clear reason unless usable."""
-        return validate_upload(upload, self.limits(), ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
+        return validate_upload(upload, self.tools())
 
     def probe(self, path: Path) -> VideoInfo:
-        return probe(path, ffprobe=self.ffprobe_path, timeout=self.probe_timeout_seconds)
+        return probe(path, self.tools())
 
     def encode(
         self,
@@ -249,30 +260,13 @@ class FFmpegResource(dg.ConfigurableResource):
     ) -> tuple[EncodeCommand, Encoded]:
         """Encode every plan in one ffmpeg process; return its command, the published files and
         what decoding met."""
-        command = build_encode_command(
-            source,
-            info,
-            plans,
-            out_dir,
-            ffmpeg_bin=self.ffmpeg_path,
-            threads=self.threads,
-            max_pixels=self.max_pixels,
-            max_damaged_fraction=self.max_damaged_fraction,
-        )
-        encoded = run_encode(
-            command,
-            info,
-            timeout=self.encode_timeout_seconds,
-            max_damaged_fraction=self.max_damaged_fraction,
-            on_progress=on_progress,
-            subject=str(source),
-        )
+        tools = self.tools()
+        command = build_encode_command(source, info, plans, out_dir, tools)
+        encoded = run_encode(command, info, tools, on_progress=on_progress, subject=str(source))
         return command, encoded
 
     def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
-        return read_first_frame(
-            source, info, ffmpeg_bin=self.ffmpeg_path, timeout=self.probe_timeout_seconds, max_pixels=self.max_pixels
-        )
+        return read_first_frame(source, info, self.tools())
 
 
 class InboxResource(dg.ConfigurableResource):

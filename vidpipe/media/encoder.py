@@ -12,11 +12,10 @@ from pathlib import Path
 import ffmpeg
 
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError
-from vidpipe.media.ffmpeg_calls import STDERR_TAIL_LINES, Node, guarded_input, run_tool
+from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, STDERR_TAIL_LINES, Node, Tools, run_tool
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
 from vidpipe.media.probe import VideoInfo
-from vidpipe.media.validate import Limits
 
 # No -xerror: the encode decodes past a damaged unit (the gate has refused what is truncated or
 # has no decoder), and ``DecodeWatcher`` counts what was lost. "repeat" keeps ffmpeg from folding
@@ -175,11 +174,7 @@ def build_encode_command(
     info: VideoInfo,
     plans: list[PlannedRendition],
     out_dir: Path,
-    *,
-    ffmpeg_bin: str = "ffmpeg",
-    threads: int = 0,
-    max_pixels: int = Limits.max_pixels,
-    max_damaged_fraction: float = Limits.max_damaged_fraction,
+    tools: Tools = DEFAULT_TOOLS,
 ) -> EncodeCommand:
     """Build the single ffmpeg command that writes every planned rendition.
 
@@ -187,11 +182,11 @@ def build_encode_command(
     and every branch scales to square pixels, so outputs need no rotation metadata.
     Before the split the picture is deinterlaced and tone-mapped when needed and brought
     to a constant frame rate, once for all rungs. ffmpeg itself stops (exit status 69)
-    once more than ``max_damaged_fraction`` of all decode attempts, audio included, fail.
+    once more than ``Limits.max_damaged_fraction`` of all decode attempts, audio included, fail.
     """
     if not plans:
         raise ValueError("nothing to encode")
-    stream = guarded_input(source, info.demuxer, max_pixels)
+    stream = tools.input(source, info.demuxer)
     video_plans = [p for p in plans if not p.rung.is_audio_only]
     pictures = _scaled_pictures(stream, info, video_plans) if video_plans else {}
     outputs = []
@@ -202,10 +197,10 @@ def build_encode_command(
         inputs = [pictures[plan.rung.name]] if plan.rung.name in pictures else []
         if plan.has_audio and info.audio_stream is not None:
             inputs.append(stream[f"{info.audio_stream}"])
-        options = _output_options(plan, threads, tone_mapped=info.is_hdr)
+        options = _output_options(plan, tools.threads, tone_mapped=info.is_hdr)
         outputs.append(ffmpeg.output(*inputs, os.fspath(temporary[plan.rung.name]), **options))
     argv = [
-        ffmpeg_bin, *GLOBAL_ARGS, "-max_error_rate", f"{max_damaged_fraction:g}",
+        tools.ffmpeg, *GLOBAL_ARGS, "-max_error_rate", f"{tools.limits.max_damaged_fraction:g}",
         *ffmpeg.merge_outputs(*outputs).get_args(),
     ]  # fmt: skip
     return EncodeCommand(source=source, argv=argv, temporary_outputs=temporary, final_outputs=final)
@@ -272,16 +267,15 @@ def _bitrate_cap(rung: Rung) -> dict[str, str]:
 def run_encode(
     command: EncodeCommand,
     info: VideoInfo,
+    tools: Tools = DEFAULT_TOOLS,
     *,
-    timeout: float,
-    max_damaged_fraction: float = Limits.max_damaged_fraction,
     on_progress: Callable[[Progress], None] | None = None,
     subject: str | None = None,
 ) -> Encoded:
     """Run the command; publish every output only if ffmpeg succeeded and enough decoded, else leave none.
 
     Damaged units are decoded past and counted (``DecodeReport``). A source with more than
-    ``max_damaged_fraction`` of its video frames damaged or lost, or that ffmpeg gave up on,
+    ``Limits.max_damaged_fraction`` of its video frames damaged or lost, or that ffmpeg gave up on,
     is refused with a permanent ``InvalidMediaError`` saying how much.
     """
     parser = _ProgressParser(info.duration, on_progress)
@@ -290,7 +284,11 @@ def run_encode(
     try:
         try:
             run_tool(
-                command.argv, timeout=timeout, on_stdout_line=parser.feed, on_stderr_line=watcher.feed, subject=subject
+                command.argv,
+                timeout=tools.encode_timeout_seconds,
+                on_stdout_line=parser.feed,
+                on_stderr_line=watcher.feed,
+                subject=subject,
             )
         except ToolFailedError as err:
             if any(DISK_FULL_MARKER in line for line in err.stderr_tail):
@@ -307,10 +305,11 @@ def run_encode(
                 stderr_tail=err.stderr_tail,
             ) from err
         decoding = watcher.report
-        if decoding.bad_fraction > max_damaged_fraction:
+        limit = tools.limits.max_damaged_fraction
+        if decoding.bad_fraction > limit:
             raise InvalidMediaError(
                 f"corrupt {codec} data: {decoding.damaged_frames + decoding.lost_frames} of "
-                f"{decoding.expected_frames} frames damaged or lost (more than {max_damaged_fraction:.0%} of the video)",
+                f"{decoding.expected_frames} frames damaged or lost (more than {limit:.0%} of the video)",
                 path=subject,
                 stderr_tail=list(watcher.error_lines),
             )

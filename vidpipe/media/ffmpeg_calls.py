@@ -2,11 +2,15 @@
 
 Uploads are untrusted, and ffmpeg picks its demuxer from a file's content, not its name: a
 text HLS playlist or concat list saved as ``clip.mp4`` would make it open other local files.
-So every call reads local files only, through an allow-list of real container demuxers
-(``INPUT_GUARDS`` for an ffprobe argv, ``guarded_input`` for an ffmpeg-python graph), with
-the decoders held to the pixel limit (``pixel_guard``), and runs through ``run_tool``: no
-shell, no stdin, a wall-clock limit, killed with its worker, its last stderr lines kept for
-errors and turned into plain words. A new ffmpeg call site starts from these.
+So every call reads local files only, through an allow-list of real container demuxers,
+with the decoders held to the pixel limit, and runs through ``run_tool``: no shell, no
+stdin, a wall-clock limit, killed with its worker, its last stderr lines kept for errors
+and turned into plain words.
+
+``Tools`` is the one value that says how calls are made (binaries, threads, time limits)
+and what uploads may be (``Limits``); resources build it from their config and every media
+function takes it. A new ffmpeg call site starts from ``Tools.ffprobe_argv`` or
+``Tools.input`` (the guards in an ffprobe argv and in an ffmpeg-python graph) and ``run_tool``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ffmpeg
@@ -39,22 +44,57 @@ Node = Any
 """An ffmpeg-python stream or filter node (the library has no type annotations)."""
 
 
-def pixel_guard(max_pixels: int | None) -> tuple[str, ...]:
-    """Decoders refuse frames larger than ``max_pixels``, whatever the header said: ffprobe too
-    decodes the first frames to describe a stream, before anything has checked a size."""
-    return ("-max_pixels", str(max_pixels)) if max_pixels else ()
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be. Defaults: 4K pixels, 120 fps, 4 hours, 20 GiB, 16 streams, and
+    at most 10 % of its video frames damaged or lost in decoding (the encode salvages the rest).
+
+    Each limit is set by the variable ``VIDPIPE_`` + its name in capitals (``settings``)."""
+
+    max_pixels: int = 8_294_400
+    max_frame_rate: float = 120.0
+    max_duration_seconds: float = 4 * 3600
+    max_file_bytes: int = 20 * 2**30
+    max_streams: int = 16
+    max_damaged_fraction: float = 0.1
 
 
-def guarded_input(source: str | os.PathLike[str], demuxer: str, max_pixels: int) -> Node:
-    """An ffmpeg-python input that reads only this local file, with the demuxer the probe found
-    (``INPUT_GUARDS`` and ``pixel_guard`` in ffmpeg-python's form)."""
-    return ffmpeg.input(
-        os.fspath(source),
-        f=demuxer,
-        protocol_whitelist="file",
-        format_whitelist=",".join(ALLOWED_DEMUXERS),
-        max_pixels=max_pixels,
-    )
+@dataclass(frozen=True)
+class Tools:
+    """How vidpipe runs ffmpeg and ffprobe, and the limits uploads are held to."""
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    threads: int = 0
+    """ffmpeg's encoder threads per rendition; 0 lets ffmpeg choose."""
+    probe_timeout_seconds: float = 60
+    """The wall-clock limit of a probe or a first-frame read."""
+    encode_timeout_seconds: float = 6 * 3600
+    limits: Limits = Limits()
+
+    def ffprobe_argv(self, path: str | os.PathLike[str], *args: str, loglevel: str = "error") -> list[str]:
+        """An ffprobe command that reads only this local file, through the demuxer allow-list, with
+        its decoders held to the pixel limit: ffprobe too decodes the first frames to describe a
+        stream, before anything has checked a size."""
+        return [
+            self.ffprobe, "-v", loglevel, *INPUT_GUARDS, "-max_pixels", str(self.limits.max_pixels),
+            *args, os.fspath(path),
+        ]  # fmt: skip
+
+    def input(self, source: str | os.PathLike[str], demuxer: str) -> Node:
+        """An ffmpeg-python input that reads only this local file, with the demuxer the probe found
+        and the decoders held to the pixel limit (the guards of ``ffprobe_argv``, in ffmpeg-python's form)."""
+        return ffmpeg.input(
+            os.fspath(source),
+            f=demuxer,
+            protocol_whitelist="file",
+            format_whitelist=",".join(ALLOWED_DEMUXERS),
+            max_pixels=self.limits.max_pixels,
+        )
+
+
+DEFAULT_TOOLS = Tools()
+"""The defaults, for callers that configure nothing (tests, benchmarks); runs get theirs from ``FFmpegResource``."""
 
 
 STDERR_TAIL_LINES = 12

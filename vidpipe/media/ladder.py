@@ -17,7 +17,7 @@ from vidpipe.media.probe import VideoInfo
 KEYFRAME_INTERVAL_SECONDS = 2
 MAX_OUTPUT_FRAME_RATE = 60
 """Renditions never exceed this rate (a 120 fps source is encoded at 60); uploads have their own limit,
-``validate.Limits.max_frame_rate``."""
+``ffmpeg_calls.Limits.max_frame_rate``."""
 
 
 @dataclass(frozen=True)

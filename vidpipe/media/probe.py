@@ -9,7 +9,7 @@ from fractions import Fraction
 from typing import Any
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.ffmpeg_calls import INPUT_GUARDS, pixel_guard, run_tool
+from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, Tools, run_tool
 
 Json = dict[str, Any]
 """A JSON object as ffprobe writes it."""
@@ -124,11 +124,11 @@ class VideoInfo:
         }
 
 
-def probe(path: str | os.PathLike[str], *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
+def probe(path: str | os.PathLike[str], tools: Tools = DEFAULT_TOOLS) -> VideoInfo:
     """Probe a file vidpipe trusts (its own outputs); uploads go through ``validate.validate_upload``."""
     path = os.fspath(path)
     try:
-        data = probe_json(path, ffprobe=ffprobe, timeout=timeout)
+        data = probe_json(path, tools)
     except ToolFailedError as err:
         if err.retryable:
             raise
@@ -138,22 +138,16 @@ def probe(path: str | os.PathLike[str], *, ffprobe: str = "ffprobe", timeout: fl
     return parse_probe(data, path=path)
 
 
-def probe_json(
-    path: str | os.PathLike[str],
-    *,
-    ffprobe: str = "ffprobe",
-    timeout: float = 60,
-    args: tuple[str, ...] = SHOW_ALL,
-    max_pixels: int | None = None,
-) -> Json:
-    """ffprobe's JSON for ``path``, read through the input guards (and the pixel limit, for uploads).
+def probe_json(path: str | os.PathLike[str], tools: Tools = DEFAULT_TOOLS, args: tuple[str, ...] = SHOW_ALL) -> Json:
+    """ffprobe's JSON for ``path``, read through the input guards (``Tools.ffprobe_argv``).
 
     ffmpeg-python's ``probe()`` passes its keyword options before the file name but has no
     time limit and would run ffprobe outside ``run_tool`` (no process group, no parent-death
     signal, no plain-words errors), so the same ffprobe call runs through ``run_tool``.
     """
-    argv = [ffprobe, "-v", "error", *INPUT_GUARDS, *pixel_guard(max_pixels), *args, "-of", "json", os.fspath(path)]
-    data: Json = json.loads(run_tool(argv, timeout=timeout, subject=os.fspath(path)) or b"{}")
+    argv = tools.ffprobe_argv(path, *args, "-of", "json")
+    output = run_tool(argv, timeout=tools.probe_timeout_seconds, subject=os.fspath(path))
+    data: Json = json.loads(output or b"{}")
     return data
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from vidpipe.media.ffmpeg_calls import guarded_input, run_tool
+from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, Tools, run_tool
 from vidpipe.media.files import write_atomically
 from vidpipe.media.probe import VideoInfo
-from vidpipe.media.validate import Limits
 
 THUMBNAIL_WIDTHS = (1280, 640, 320)
 THUMBNAIL_FORMATS = {
@@ -34,15 +33,13 @@ class ThumbnailFile:
     height: int
 
 
-def first_frame_command(
-    source: Path, info: VideoInfo, *, ffmpeg_bin: str = "ffmpeg", max_pixels: int = Limits.max_pixels
-) -> list[str]:
+def first_frame_command(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TOOLS) -> list[str]:
     """ffmpeg writes the first decoded frame as one PNG on stdout, and then stops.
 
     Autorotation makes the frame upright; scaling by the sample aspect ratio makes pixels
     square. An audio-only upload gets a picture of its waveform instead.
     """
-    stream = guarded_input(source, info.demuxer, max_pixels)
+    stream = tools.input(source, info.demuxer)
     if info.has_video:
         picture = stream[f"{info.video_stream}"]
         if info.sample_aspect_ratio != 1:
@@ -52,19 +49,12 @@ def first_frame_command(
             "showwavespic", s=WAVEFORM_SIZE, colors=WAVEFORM_COLOUR, scale="sqrt", draw="full"
         )
     output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
-    return [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
+    return [tools.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
 
 
-def read_first_frame(
-    source: Path,
-    info: VideoInfo,
-    *,
-    ffmpeg_bin: str = "ffmpeg",
-    timeout: float = 60,
-    max_pixels: int = Limits.max_pixels,
-) -> Image.Image:
-    argv = first_frame_command(source, info, ffmpeg_bin=ffmpeg_bin, max_pixels=max_pixels)
-    png = run_tool(argv, timeout=timeout, subject=os.fspath(source))
+def read_first_frame(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TOOLS) -> Image.Image:
+    argv = first_frame_command(source, info, tools)
+    png = run_tool(argv, timeout=tools.probe_timeout_seconds, subject=os.fspath(source))
     image = Image.open(io.BytesIO(png))
     image.load()
     return image.convert("RGB")

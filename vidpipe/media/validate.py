@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidpipe.media.errors import InvalidMediaError, ToolFailedError
-from vidpipe.media.ffmpeg_calls import INPUT_GUARDS, pixel_guard, run_tool
+from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, Limits, Tools, run_tool
 from vidpipe.media.probe import Json, VideoInfo, format_tag, has_decoder, parse_probe, probe_json
 
 REFUSED_FORMATS = {
@@ -36,7 +36,7 @@ _OVER_PIXEL_LIMIT = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max 
 _NOT_ON_WHITELIST = re.compile(r"^\[([a-z0-9_]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
-def validate_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", timeout: float = 60) -> VideoInfo:
+def validate_upload(path: Path, tools: Tools = DEFAULT_TOOLS) -> VideoInfo:
     """Probe an upload and refuse it, with a reason a person understands, unless it is a usable video.
 
     The header is read first and its sizes checked against the limits; then the main stream
@@ -47,7 +47,7 @@ def validate_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", tim
     """
     sniff(path)
     try:
-        data = probe_json(path, ffprobe=ffprobe, timeout=timeout, max_pixels=limits.max_pixels)
+        data = probe_json(path, tools)
     except ToolFailedError as err:
         if err.retryable:
             raise
@@ -56,26 +56,13 @@ def validate_upload(path: Path, limits: Limits, *, ffprobe: str = "ffprobe", tim
         ) from err
     refuse_undecodable_video(data, path)
     info = parse_probe(data, path=str(path))
-    check_size_limits(data, info, path, limits)
+    check_size_limits(data, info, path, tools.limits)
     main = info.video_stream if info.has_video else info.audio_stream
-    content = read_stream_content(path, info, main, ffprobe=ffprobe, timeout=timeout, max_pixels=limits.max_pixels)
+    content = read_stream_content(path, info, main, tools)
     check_complete(info, content, indexed_packets(data, main), path)
     info = believe_the_packets(info, content)
-    check_time_limits(info, path, limits)
+    check_time_limits(info, path, tools.limits)
     return info
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What an upload may be. Defaults: 4K pixels, 120 fps, 4 hours, 20 GiB, 16 streams, and
-    at most 10 % of its video frames damaged or lost in decoding (the encode salvages the rest)."""
-
-    max_pixels: int = 8_294_400
-    max_frame_rate: float = 120.0
-    max_duration_seconds: float = 4 * 3600
-    max_file_bytes: int = 20 * 2**30
-    max_streams: int = 16
-    max_damaged_fraction: float = 0.1
 
 
 def sniff(path: Path) -> None:
@@ -187,9 +174,7 @@ class StreamContent:
 TRUNCATION_WARNINGS = ("File ended prematurely", "partial file", "truncated")
 
 
-def read_stream_content(
-    path: Path, info: VideoInfo, stream: int | None, *, ffprobe: str, timeout: float, max_pixels: int
-) -> StreamContent:
+def read_stream_content(path: Path, info: VideoInfo, stream: int | None, tools: Tools) -> StreamContent:
     """Read every packet of ``stream`` (through the input guards, with the demuxer the probe found)."""
     packets, start, last, end, cut_short = 0, None, None, None, False
 
@@ -207,12 +192,17 @@ def read_stream_content(
         nonlocal cut_short
         cut_short = cut_short or any(warning in line for warning in TRUNCATION_WARNINGS)
 
-    argv = [
-        ffprobe, "-v", "warning", *INPUT_GUARDS, *pixel_guard(max_pixels), "-f", info.demuxer,
-        "-select_streams", str(stream),
-        "-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", str(path),
-    ]  # fmt: skip
-    run_tool(argv, timeout=timeout, on_stdout_line=on_packet, on_stderr_line=on_warning, subject=str(path))
+    argv = tools.ffprobe_argv(
+        path, "-f", info.demuxer, "-select_streams", str(stream),
+        "-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", loglevel="warning",
+    )  # fmt: skip
+    run_tool(
+        argv,
+        timeout=tools.probe_timeout_seconds,
+        on_stdout_line=on_packet,
+        on_stderr_line=on_warning,
+        subject=str(path),
+    )
     return StreamContent(packets=packets, start=start, last=last, end=end, cut_short=cut_short)
 
 
