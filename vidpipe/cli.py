@@ -14,9 +14,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from vidpipe import settings
-from vidpipe.inbox import readable_name
+from vidpipe.inbox import is_candidate_name, readable_name
 from vidpipe.media.errors import VidpipeError
 from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
 from vidpipe.media.keys import is_partition_key, partition_key
@@ -27,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     upload = commands.add_parser("upload", help="copy video files into the upload inbox")
     upload.add_argument("files", nargs="+", type=Path)
-    upload.add_argument("--inbox", type=Path, default=None, help="default: $VIDPIPE_INBOX")
+    upload.add_argument("--inbox", default=None, help="a folder or s3://bucket/prefix/; default: $VIDPIPE_INBOX")
+    upload_url = commands.add_parser(
+        "upload-url", help="print a presigned URL that uploads one file into the S3 inbox with an HTTP PUT"
+    )
+    upload_url.add_argument("name", help="the upload's name in the inbox")
+    upload_url.add_argument("--expires", type=int, default=3600, help="seconds the URL stays valid (default 3600)")
     process = commands.add_parser("process", help="make every output for one file, in-process, no daemon")
     process.add_argument("file", type=Path)
     process.add_argument("--out", type=Path, required=True, help="output root; the video lands in OUT/<key>/")
@@ -49,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             forget_videos(args.videos)
             return 0
         if args.command == "upload":
+            inbox = settings.inbox_location(args.inbox)
             for path in args.files:
+                uploaded = upload_file(path, inbox) if isinstance(inbox, Path) else upload_object(path, inbox)
                 # The exact bytes of the name, so scripts can use it whatever its encoding.
-                sys.stdout.buffer.write(os.fsencode(upload_file(path, args.inbox or settings.inbox_dir())) + b"\n")
+                sys.stdout.buffer.write(os.fsencode(uploaded) + b"\n")
+            return 0
+        if args.command == "upload-url":
+            print(presigned_upload_url(args.name, settings.inbox_location(), args.expires))
             return 0
         manifest = process_file(args.file, args.out, verbose=args.verbose)
     except (UserFacingError, VidpipeError) as err:
@@ -156,6 +167,66 @@ def upload_file(path: Path, inbox: Path) -> Path:
     return target
 
 
+def upload_object(path: Path, inbox: settings.S3Location) -> str:
+    """Upload ``path`` into the S3 inbox (in parts when large; the object appears only once complete).
+
+    An existing object is never overwritten: the upload gets a numbered name instead.
+    """
+    if not path.is_file():
+        raise UserFacingError(f"no such file: {readable_name(str(path))}")
+    client = _s3_client()
+    name, number = path.name, 1
+    while _object_exists(client, inbox.bucket, inbox.prefix + name):
+        name = f"{path.stem}-{number}{path.suffix}"
+        number += 1
+    progress = TerminalProgress(f"uploading {readable_name(path.name)}")
+    total, sent = path.stat().st_size, 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal sent
+        sent += count
+        progress.show(sent / total if total else 1.0, f"{sent / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+    client.upload_file(str(path), inbox.bucket, inbox.prefix + name, Callback=on_bytes)
+    progress.done()
+    return f"s3://{inbox.bucket}/{inbox.prefix}{name}"
+
+
+def presigned_upload_url(name: str, inbox: Path | settings.S3Location, expires_seconds: int) -> str:
+    """A URL that lets whoever holds it PUT one file named ``name`` into the S3 inbox, for a while:
+    what a web app hands a browser, which then uploads without credentials of its own."""
+    if isinstance(inbox, Path):
+        raise UserFacingError("upload-url needs an S3 inbox: set VIDPIPE_INBOX to s3://bucket/prefix/")
+    if not name or "/" in name or not is_candidate_name(name):
+        raise UserFacingError(f"'{readable_name(name)}' cannot be an upload's name (no slash, not hidden)")
+    import boto3
+    from botocore.config import Config
+
+    # Signature version 4 signs only the host: the browser may send the file with any Content-Type.
+    client = boto3.client("s3", config=Config(signature_version="s3v4"))
+    return client.generate_presigned_url(
+        "put_object", Params={"Bucket": inbox.bucket, "Key": inbox.prefix + name}, ExpiresIn=expires_seconds
+    )
+
+
+def _s3_client() -> Any:
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource().get_client()
+
+
+def _object_exists(client: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def rerun_videos(keys: list[str]) -> int:
     """Launch a backfill of ``process_video`` for ``keys`` on the project's instance; the daemon runs it.
 
@@ -236,7 +307,8 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
     from vidpipe.definitions import build_assets
     from vidpipe.defs.assets import PROGRESS_LOG
     from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
-    from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
+    from vidpipe.defs.resources import FFmpegResource, FolderInbox
+    from vidpipe.defs.storage import LocalVideoStorage
 
     key = partition_key(path.name, sha256_file(path))
     log_level = "DEBUG" if verbose else "CRITICAL"
@@ -262,7 +334,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             resources={
                 "storage": LocalVideoStorage(root=str(out.resolve())),
                 "ffmpeg": FFmpegResource(**settings.limit_overrides()),
-                "inbox": InboxResource(path=str(path.resolve().parent)),
+                "inbox": FolderInbox(path=str(path.resolve().parent)),
             },
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import executor_run_config, step_executor
 from vidpipe.defs.rejections import forget_rejected_uploads
-from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage, step_values
+from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource, S3Inbox, step_values
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
+from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
 
 PROCESS_JOB_NAME = "process_video"
@@ -50,10 +54,33 @@ def process_video_job() -> dg.JobDefinition:
 def deployment_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources this deployment's environment sets up (see ``settings``), for runs and for commands."""
     return {
-        "storage": LocalVideoStorage(root=str(settings.storage_dir())),
+        "storage": video_storage(settings.storage_location()),
         "ffmpeg": FFmpegResource(**settings.limit_overrides()),
-        "inbox": InboxResource(path=str(settings.inbox_dir()), settle_seconds=settings.settle_seconds()),
+        "inbox": upload_inbox(settings.inbox_location(), settle_seconds=settings.settle_seconds()),
     }
+
+
+def video_storage(location: Path | settings.S3Location) -> VideoStorage:
+    """The storage ``VIDPIPE_STORAGE`` names: a folder, or a bucket reached as the AWS variables say
+    (``S3Resource`` with nothing set reads them, so no credential is ever part of its config)."""
+    if isinstance(location, Path):
+        return LocalVideoStorage(root=str(location))
+    return S3VideoStorage(
+        s3=S3Resource(), bucket=location.bucket, prefix=location.prefix, scratch=str(settings.scratch_dir())
+    )
+
+
+def upload_inbox(location: Path | settings.S3Location, settle_seconds: float) -> InboxResource:
+    """The inbox ``VIDPIPE_INBOX`` names, a folder or an S3 prefix (reached as for ``video_storage``)."""
+    if isinstance(location, Path):
+        return FolderInbox(path=str(location), settle_seconds=settle_seconds)
+    return S3Inbox(
+        s3=S3Resource(),
+        bucket=location.bucket,
+        prefix=location.prefix,
+        scratch=str(settings.scratch_dir()),
+        settle_seconds=settle_seconds,
+    )
 
 
 def fixed_by_deployment(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,47 @@ def run_log_file() -> Path:
     return Path(os.environ.get("VIDPIPE_RUN_LOG") or dagster_home() / "logs" / "runs.log").resolve()
 
 
-def inbox_dir() -> Path:
-    """``VIDPIPE_INBOX``: the folder uploads are dropped into."""
-    return Path(os.environ.get("VIDPIPE_INBOX") or data_dir() / "inbox").resolve()
+def inbox_location(given: str | None = None) -> Path | S3Location:
+    """``VIDPIPE_INBOX`` (or ``given``): the folder, or ``s3://bucket/prefix/``, uploads are dropped
+    into (for S3, reached as ``storage_location`` says)."""
+    text = given or os.environ.get("VIDPIPE_INBOX") or ""
+    if text.startswith("s3://"):
+        return S3Location.parse("VIDPIPE_INBOX", text)
+    return Path(text or data_dir() / "inbox").resolve()
 
 
-def storage_dir() -> Path:
-    """``VIDPIPE_STORAGE``: the root under which originals and outputs are kept."""
-    return Path(os.environ.get("VIDPIPE_STORAGE") or data_dir() / "storage").resolve()
+@dataclass(frozen=True)
+class S3Location:
+    """``s3://bucket/prefix/``: a bucket and the prefix of every key vidpipe writes there."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, variable: str, url: str) -> S3Location:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"{variable} must name a bucket, like s3://videos/ or s3://videos/prefix/, not {url!r}")
+        prefix = prefix.strip("/")
+        return cls(bucket, f"{prefix}/" if prefix else "")
+
+
+def storage_location() -> Path | S3Location:
+    """``VIDPIPE_STORAGE``: the folder, or ``s3://bucket/prefix/``, under which originals and outputs are kept.
+
+    For S3, the standard AWS variables say where and as whom (``AWS_ENDPOINT_URL`` for a server
+    other than AWS's, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or an instance role, ``AWS_REGION``).
+    """
+    text = os.environ.get("VIDPIPE_STORAGE") or ""
+    if text.startswith("s3://"):
+        return S3Location.parse("VIDPIPE_STORAGE", text)
+    return Path(text or data_dir() / "storage").resolve()
+
+
+def scratch_dir() -> Path:
+    """``VIDPIPE_SCRATCH``: this machine's folder for files in the making when storage is S3
+    (downloads of originals, outputs before their upload); never shared with another machine."""
+    return Path(os.environ.get("VIDPIPE_SCRATCH") or data_dir() / "scratch").resolve()
 
 
 def limit_variable(limit: str) -> str:

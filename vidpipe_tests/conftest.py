@@ -1,8 +1,14 @@
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
-from vidpipe_tests.media import make_clip
+from vidpipe.loopback import S3Server, start_s3_server
+from vidpipe_tests.clips import make_clip
+from vidpipe_tests.harness import BIN_DIR, BUCKET, REPO_ROOT, SETTLE_SECONDS, DagsterStack, free_port, stop
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +43,44 @@ def tiny_clip(clips) -> Path:
 def long_clip(clips) -> Path:
     """10 s 640x360: its encode takes a few seconds, long enough to stop or crash vidpipe in the middle of it."""
     return make_clip(clips / "long.mp4", seconds=10)
+
+
+@pytest.fixture
+def dagster_stack(tmp_path, monkeypatch) -> Iterator[DagsterStack]:
+    """The daemon and webserver on a fresh instance, inbox and storage under ``tmp_path``; stopped afterwards."""
+    home, inbox, storage = tmp_path / "dagster_home", tmp_path / "inbox", tmp_path / "storage"
+    for folder in (home, inbox, storage):
+        folder.mkdir()
+    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
+    settings = {
+        "DAGSTER_HOME": str(home),
+        "VIDPIPE_INBOX": str(inbox),
+        "VIDPIPE_STORAGE": str(storage),
+        "VIDPIPE_SETTLE_SECONDS": str(SETTLE_SECONDS),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    commands = {
+        "daemon": [str(BIN_DIR / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+        "webserver": [str(BIN_DIR / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    }
+    # Creating the instance first sets up its storage before two processes race to.
+    with DagsterInstance.get() as instance:
+        stack = DagsterStack(
+            instance, inbox, storage, f"http://127.0.0.1:{port}", {}, {}, commands=commands, env=dict(os.environ)
+        )
+        try:
+            stack.start_all()
+            yield stack
+        finally:
+            stop(list(stack.processes.values()))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS) on loopback with the test bucket, for the whole session; tests use prefixes of their own."""
+    folder = tmp_path_factory.mktemp("s3")
+    server = start_s3_server(folder / "data", BUCKET, "vidpipe-test", uuid.uuid4().hex, log=folder / "weed.log")
+    yield server
+    server.stop()

@@ -6,7 +6,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from vidpipe_tests.media import make_clip
+from vidpipe_tests.clips import make_clip
 
 SECRET = "VIDPIPE-SECRET-7f3a9c"
 

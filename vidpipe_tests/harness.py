@@ -1,25 +1,48 @@
-"""Running vidpipe's sensor and asset graph in-process against a real (temporary) instance."""
+"""Helpers shared by the test modules.
 
+vidpipe's sensor and asset graph run in-process against a real (temporary) instance (``Pipeline``,
+``SensorHarness``); the daemon stack, a real ``dagster-daemon`` and ``dagster-webserver`` run as
+processes against one (``DagsterStack``, started by the ``dagster_stack`` fixture in conftest.py).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
+from dagster_aws.s3 import S3Resource
 
 from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
-from vidpipe.defs.resources import FFmpegResource, InboxResource, LocalVideoStorage
+from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource
 from vidpipe.defs.sensors import failed_video_runs
+from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.encoder import build_encode_command, run_encode
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.validate import validate_upload
+from vidpipe.processes import process_start_time
 
 T = TypeVar("T")
+BUCKET = "vidpipe-test"
+"""The bucket of the ``s3_server`` fixture (conftest.py)."""
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 
 
@@ -44,14 +67,17 @@ class Pipeline:
         return key
 
     def materialize(self, key, *, upload=None, inbox=None, assets=None, selection=None, tags=None, raise_on_error=True):
-        """A run as the sensor requests it for ``upload`` (its folder serves as the inbox), or a backfill."""
+        """A run as the sensor requests it for ``upload`` (its folder serves as the inbox, unless ``inbox``
+        is a folder or an inbox resource), or a backfill."""
         inbox = inbox or (upload.parent if upload else self.storage_root / "empty-inbox")
+        if not isinstance(inbox, InboxResource):
+            inbox = FolderInbox(path=str(inbox))
         return dg.materialize(
             assets or build_assets(),
             selection=selection,
             instance=self.instance,
             partition_key=key,
-            resources={**self.resources, "inbox": InboxResource(path=str(inbox))},
+            resources={**self.resources, "inbox": inbox},
             tags={**(upload_tags(upload.name) if upload else {}), **(tags or {})},
             raise_on_error=raise_on_error,
         )
@@ -75,15 +101,15 @@ class SensorHarness:
         self.instance = instance
         self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
         self.resources = {
-            "inbox": InboxResource(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings),
+            "inbox": FolderInbox(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings),
             "storage": LocalVideoStorage(root=str(inbox.parent / "storage")),
         }
         self.cursor = None
 
     def tick(self, *, create_runs=True) -> dg.SensorResult:
         """One evaluation; ``create_runs=False`` is a tick whose run creation failed (its cursor is not kept)."""
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources)
-        result = self.sensor(context)
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources) as context:
+            result = self.sensor(context)
         for request in result.dynamic_partitions_requests:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         if create_runs:
@@ -142,3 +168,208 @@ def wait_until(
             return result
         time.sleep(poll_seconds)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- the daemon stack: a real dagster-daemon and dagster-webserver (the `dagster_stack` fixture) ---
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+SETTLE_SECONDS = 0.5
+STARTUP_TIMEOUT = 30
+RUN_TIMEOUT = 90
+LOG_TAIL_LINES = 150
+
+CODE_LOCATIONS = """
+query CodeLocations {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
+
+ENCODE_TIMEOUT = 60
+"""From an upload to its encode in flight, the stack starting meanwhile."""
+RECOVERY_TIMEOUT = 150
+
+
+@dataclass
+class DagsterStack:
+    """The running daemon and webserver, the folders they use and the instance they share."""
+
+    instance: DagsterInstance
+    inbox: Path
+    storage: Path
+    url: str
+    processes: dict[str, subprocess.Popen]
+    logs: dict[str, Path]
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO_ROOT
+
+    def start_all(self, log_suffix: str = "") -> None:
+        """Start every command (again, after a stop or a crash) on the same instance, inbox and storage.
+
+        Logs are written beside ``DAGSTER_HOME``, one per command and start.
+        """
+        for name in self.commands:
+            self.start_one(name, log_suffix)
+
+    def start_one(self, name: str, log_suffix: str = "") -> None:
+        log = self.logs[name + log_suffix] = Path(self.env["DAGSTER_HOME"]).parent / f"{name}{log_suffix}.log"
+        self.processes[name] = start(self.commands[name], self.env, log, self.cwd)
+
+    def running_processes(self) -> list[int]:
+        """Every live process of this stack, ffmpeg and run workers included: they inherit its DAGSTER_HOME."""
+        marker = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            except OSError:  # gone, or not ours to read
+                continue
+            if marker in environment and process_start_time(int(entry.name)) is not None:  # None: a zombie
+                found.append(int(entry.name))
+        return found
+
+    def crash(self) -> None:
+        """kill -9 every process group of the stack at once, as a power cut or the OOM killer would."""
+        groups = {os.getpgid(pid) for pid in self.running_processes()} - {os.getpgrp()}
+        for group in groups:
+            os.killpg(group, signal.SIGKILL)
+        for process in self.processes.values():
+            process.wait()
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with code {process.returncode}")
+
+    def graphql(self, query: str, variables: dict) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.load(response)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    @contextmanager
+    def logs_shown_on_failure(self) -> Iterator[None]:
+        """Print the tail of every process log if the block fails, so a CI failure explains itself."""
+        try:
+            yield
+        except BaseException:
+            for name, path in self.logs.items():
+                lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                print(f"----- {name} log ({path}), last {len(lines)} lines -----", *lines, sep="\n")
+            raise
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def signal_groups(processes: list[subprocess.Popen], sig: signal.Signals) -> None:
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+
+
+def stop(processes: list[subprocess.Popen], grace_seconds: float = 10) -> None:
+    """SIGTERM every process group, then SIGKILL whatever is left of them (code servers, run workers)."""
+    signal_groups(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    signal_groups(processes, signal.SIGKILL)
+    for process in processes:
+        process.wait()
+
+
+def webserver_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def code_location_loaded(stack: DagsterStack, name: str = "vidpipe") -> bool:
+    """Whether the webserver has loaded vidpipe's definitions; fails fast if they raised."""
+    if not webserver_answers(stack.url):
+        return False
+    workspace = stack.graphql(CODE_LOCATIONS, {})["workspaceOrError"]
+    assert workspace["__typename"] == "Workspace", workspace
+    entry = next(e for e in workspace["locationEntries"] if e["name"] == name)
+    location = entry["locationOrLoadError"]
+    if location and location["__typename"] == "PythonError":
+        pytest.fail(f"code location {name} failed to load: {location['message']}")
+    return entry["loadStatus"] == "LOADED"
+
+
+def upload(clip: Path, inbox: Path, name: str) -> float:
+    """Copy ``clip`` in under a hidden temporary name, rename it into place; return when it appeared."""
+    temporary = inbox / f".{name}.part"
+    shutil.copyfile(clip, temporary)
+    os.rename(temporary, inbox / name)
+    return time.time()
+
+
+def process_video_runs(instance: DagsterInstance) -> list[RunRecord]:
+    """Every process_video run so far; fails fast once one has failed."""
+    records = instance.get_run_records(RunsFilter(job_name="process_video"))
+    for record in records:
+        if record.dagster_run.status == DagsterRunStatus.FAILURE:
+            pytest.fail(f"process_video run {record.dagster_run.run_id} failed")
+    return records
+
+
+def sensor_ticks(instance: DagsterInstance, sensor_name: str = "upload_sensor") -> list:
+    return [
+        tick
+        for state in instance.all_instigator_state()
+        if state.instigator_name == sensor_name
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    ]
+
+
+def fail_on_sensor_error(instance: DagsterInstance) -> None:
+    for tick in sensor_ticks(instance):
+        if tick.is_failure:
+            pytest.fail(f"upload_sensor tick failed: {tick.error}")
+
+
+def runs_of(instance: DagsterInstance, status: DagsterRunStatus) -> list[RunRecord]:
+    return list(instance.get_run_records(RunsFilter(job_name="process_video", statuses=[status])))
+
+
+def partial_renditions(storage: Path) -> list[Path]:
+    """Renditions being written: hidden ``.name.<random>.partial.ext`` files (see README)."""
+    return list(storage.glob("*/renditions/.*.partial.*"))
+
+
+def s3_resource(server) -> S3Resource:
+    """An ``S3Resource`` for the ``s3_server`` fixture, credentials as a deployment's environment gives them."""
+    return S3Resource(
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
+    )

@@ -21,64 +21,64 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTATIONS = {
     "sniff_off": (
         "vidpipe/media/validate.py", "    sniff(path)\n    try:", "    try:",
-        ["vidpipe_tests/test_barriers.py", "-k", "sniffer"],
+        ["vidpipe_tests/media/test_barriers.py", "-k", "sniffer"],
     ),
     "no_demuxer_allow_list": (
         "vidpipe/media/ffmpeg_calls.py",
         'INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))',
         'INPUT_GUARDS = ("-protocol_whitelist", "file")',
-        ["vidpipe_tests/test_barriers.py"],
+        ["vidpipe_tests/media/test_barriers.py"],
     ),
     "no_protocol_whitelist_in_probe": (
         "vidpipe/media/ffmpeg_calls.py",
         'INPUT_GUARDS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_DEMUXERS))',
         'INPUT_GUARDS = ("-format_whitelist", ",".join(ALLOWED_DEMUXERS))',
-        ["vidpipe_tests/test_barriers.py", "-k", "protocol"],
+        ["vidpipe_tests/media/test_barriers.py", "-k", "protocol"],
     ),
     "no_pixel_limit_in_decoders": (
         "vidpipe/media/ffmpeg_calls.py", "            max_pixels=self.limits.max_pixels,\n", "",
-        ["vidpipe_tests/test_barriers.py", "-k", "bomb or thumbnail"],
+        ["vidpipe_tests/media/test_barriers.py", "-k", "bomb or thumbnail"],
     ),
     "no_pixel_limit_in_probe": (
         "vidpipe/media/ffmpeg_calls.py", '*INPUT_GUARDS, "-max_pixels", str(self.limits.max_pixels),', "*INPUT_GUARDS,",
-        ["vidpipe_tests/test_barriers.py", "-k", "gate_probe"],
+        ["vidpipe_tests/media/test_barriers.py", "-k", "gate_probe"],
     ),
     "tool_outlives_worker": (
         "vidpipe/media/ffmpeg_calls.py", 'DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")',
-        "DIE_WITH_PARENT = ()", ["vidpipe_tests/test_ffmpeg_calls.py"],
+        "DIE_WITH_PARENT = ()", ["vidpipe_tests/media/test_ffmpeg_calls.py"],
     ),
     "no_deinterlace": (
         "vidpipe/media/encoder.py", 'video = video.filter("bwdif", mode="send_frame", parity="auto", deint="all")',
-        "pass", ["vidpipe_tests/test_odd_inputs.py", "-k", "interlaced"],
+        "pass", ["vidpipe_tests/media/test_odd_inputs.py", "-k", "interlaced"],
     ),
     "no_tone_map": (
         "vidpipe/media/encoder.py", "    if info.is_hdr:\n        video = (", "    if False:\n        video = (",
-        ["vidpipe_tests/test_odd_inputs.py", "-k", "hdr"],
+        ["vidpipe_tests/media/test_odd_inputs.py", "-k", "hdr"],
     ),
     "hdr_bt601_weights": (
         "vidpipe/media/encoder.py", '{"out_color_matrix": "bt709", "out_range": "tv"} if info.is_hdr and index == 0 else {}',
-        "{}", ["vidpipe_tests/test_odd_inputs.py", "-k", "bt709_matrix"],
+        "{}", ["vidpipe_tests/media/test_odd_inputs.py", "-k", "bt709_matrix"],
     ),
     "ffmpeg_writes_final_names": (
         "vidpipe/media/encoder.py", "temporary[plan.rung.name] = temporary_sibling(final[plan.rung.name])",
         "temporary[plan.rung.name] = final[plan.rung.name]",
-        ["vidpipe_tests/test_encoder.py", "-k", "killed_while or refused_after"],
+        ["vidpipe_tests/media/test_encoder.py", "-k", "killed_while or refused_after"],
     ),
     "write_in_place": (
         "vidpipe/media/files.py", "        temporary.write_bytes(data)\n        publish(temporary, final)",
-        "        final.write_bytes(data)", ["vidpipe_tests/test_files.py"],
+        "        final.write_bytes(data)", ["vidpipe_tests/media/test_files.py"],
     ),
     "rotation_sign": (
         "vidpipe/media/probe.py", 'return _snap(-float(side_data["rotation"]))',
-        'return _snap(float(side_data["rotation"]))', ["vidpipe_tests/test_odd_inputs.py", "-k", "rotation"],
+        'return _snap(float(side_data["rotation"]))', ["vidpipe_tests/media/test_odd_inputs.py", "-k", "rotation"],
     ),
     "no_damage_limit": (
         "vidpipe/media/encoder.py", "if decoding.bad_fraction > limit:", "if False:",
-        ["vidpipe_tests/test_hostile.py", "-k", "corrupt"],
+        ["vidpipe_tests/media/test_hostile.py", "-k", "corrupt"],
     ),
     "truncation_threshold_moved": (
         "vidpipe/media/validate.py", "content.packets < 0.9 * indexed - 2", "content.packets < 0.9 * indexed - 1",
-        ["vidpipe_tests/test_real_world.py", "-k", "ninety_percent"],
+        ["vidpipe_tests/media/test_real_world.py", "-k", "ninety_percent"],
     ),
     "settle_by_mtime": (
         "vidpipe/inbox.py", "present[entry.name] = info.st_ctime_ns", "present[entry.name] = info.st_mtime_ns",
@@ -86,7 +86,7 @@ MUTATIONS = {
     ),
     "rejected_partition_kept": (
         "vidpipe/defs/sensors.py", "        withdraw_partition(context.instance, video)\n", "",
-        ["vidpipe_tests/test_rejections.py", "-k", "graph"],
+        ["vidpipe_tests/defs/test_rejections.py", "-k", "graph"],
     ),
 }  # fmt: skip
 

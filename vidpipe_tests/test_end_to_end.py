@@ -10,53 +10,28 @@ uploaded again under another name while the first copy is processed start nothin
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
-from vidpipe.processes import process_start_time
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import wait_until
+from vidpipe_tests.harness import (
+    RUN_TIMEOUT,
+    SETTLE_SECONDS,
+    STARTUP_TIMEOUT,
+    DagsterStack,
+    code_location_loaded,
+    fail_on_sensor_error,
+    process_video_runs,
+    sensor_ticks,
+    upload,
+    wait_until,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN_DIR = Path(sys.executable).parent
-SETTLE_SECONDS = 0.5
-STARTUP_TIMEOUT = 30
 SENSOR_TIMEOUT = 30
-RUN_TIMEOUT = 90
 TICK_TIMEOUT = 20
-LOG_TAIL_LINES = 150
-
-CODE_LOCATIONS = """
-query CodeLocations {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-  }
-}
-"""
 
 PARTITION_STATUSES = """
 query PartitionStatuses($assetKey: AssetKeyInput!) {
@@ -74,196 +49,8 @@ query PartitionStatuses($assetKey: AssetKeyInput!) {
 """
 
 
-@dataclass
-class DagsterStack:
-    """The running daemon and webserver, the folders they use and the instance they share."""
-
-    instance: DagsterInstance
-    inbox: Path
-    storage: Path
-    url: str
-    processes: dict[str, subprocess.Popen]
-    logs: dict[str, Path]
-    commands: dict[str, list[str]] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: Path = REPO_ROOT
-
-    def start_all(self, log_suffix: str = "") -> None:
-        """Start every command (again, after a stop or a crash) on the same instance, inbox and storage.
-
-        Logs are written beside ``DAGSTER_HOME``, one per command and start.
-        """
-        for name in self.commands:
-            self.start_one(name, log_suffix)
-
-    def start_one(self, name: str, log_suffix: str = "") -> None:
-        log = self.logs[name + log_suffix] = Path(self.env["DAGSTER_HOME"]).parent / f"{name}{log_suffix}.log"
-        self.processes[name] = start(self.commands[name], self.env, log, self.cwd)
-
-    def running_processes(self) -> list[int]:
-        """Every live process of this stack, ffmpeg and run workers included: they inherit its DAGSTER_HOME."""
-        marker = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
-            except OSError:  # gone, or not ours to read
-                continue
-            if marker in environment and process_start_time(int(entry.name)) is not None:  # None: a zombie
-                found.append(int(entry.name))
-        return found
-
-    def crash(self) -> None:
-        """kill -9 every process group of the stack at once, as a power cut or the OOM killer would."""
-        groups = {os.getpgid(pid) for pid in self.running_processes()} - {os.getpgrp()}
-        for group in groups:
-            os.killpg(group, signal.SIGKILL)
-        for process in self.processes.values():
-            process.wait()
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with code {process.returncode}")
-
-    def graphql(self, query: str, variables: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = json.load(response)
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    @contextmanager
-    def logs_shown_on_failure(self) -> Iterator[None]:
-        """Print the tail of every process log if the block fails, so a CI failure explains itself."""
-        try:
-            yield
-        except BaseException:
-            for name, path in self.logs.items():
-                lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-                print(f"----- {name} log ({path}), last {len(lines)} lines -----", *lines, sep="\n")
-            raise
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def signal_groups(processes: list[subprocess.Popen], sig: signal.Signals) -> None:
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-
-
-def stop(processes: list[subprocess.Popen], grace_seconds: float = 10) -> None:
-    """SIGTERM every process group, then SIGKILL whatever is left of them (code servers, run workers)."""
-    signal_groups(processes, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    signal_groups(processes, signal.SIGKILL)
-    for process in processes:
-        process.wait()
-
-
-def webserver_answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
-def code_location_loaded(stack: DagsterStack, name: str = "vidpipe") -> bool:
-    """Whether the webserver has loaded vidpipe's definitions; fails fast if they raised."""
-    if not webserver_answers(stack.url):
-        return False
-    workspace = stack.graphql(CODE_LOCATIONS, {})["workspaceOrError"]
-    assert workspace["__typename"] == "Workspace", workspace
-    entry = next(e for e in workspace["locationEntries"] if e["name"] == name)
-    location = entry["locationOrLoadError"]
-    if location and location["__typename"] == "PythonError":
-        pytest.fail(f"code location {name} failed to load: {location['message']}")
-    return entry["loadStatus"] == "LOADED"
-
-
-@pytest.fixture
-def dagster_stack(tmp_path, monkeypatch) -> Iterator[DagsterStack]:
-    home, inbox, storage = tmp_path / "dagster_home", tmp_path / "inbox", tmp_path / "storage"
-    for folder in (home, inbox, storage):
-        folder.mkdir()
-    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
-    settings = {
-        "DAGSTER_HOME": str(home),
-        "VIDPIPE_INBOX": str(inbox),
-        "VIDPIPE_STORAGE": str(storage),
-        "VIDPIPE_SETTLE_SECONDS": str(SETTLE_SECONDS),
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    port = free_port()
-    commands = {
-        "daemon": [str(BIN_DIR / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-        "webserver": [str(BIN_DIR / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-    }
-    # Creating the instance first sets up its storage before two processes race to.
-    with DagsterInstance.get() as instance:
-        stack = DagsterStack(
-            instance, inbox, storage, f"http://127.0.0.1:{port}", {}, {}, commands=commands, env=dict(os.environ)
-        )
-        try:
-            stack.start_all()
-            yield stack
-        finally:
-            stop(list(stack.processes.values()))
-
-
-def upload(clip: Path, inbox: Path, name: str) -> float:
-    """Copy ``clip`` in under a hidden temporary name, rename it into place; return when it appeared."""
-    temporary = inbox / f".{name}.part"
-    shutil.copyfile(clip, temporary)
-    os.rename(temporary, inbox / name)
-    return time.time()
-
-
-def process_video_runs(instance: DagsterInstance) -> list[RunRecord]:
-    """Every process_video run so far; fails fast once one has failed."""
-    records = instance.get_run_records(RunsFilter(job_name="process_video"))
-    for record in records:
-        if record.dagster_run.status == DagsterRunStatus.FAILURE:
-            pytest.fail(f"process_video run {record.dagster_run.run_id} failed")
-    return records
-
-
 def succeeded_run(instance: DagsterInstance) -> RunRecord | None:
     return next((r for r in process_video_runs(instance) if r.dagster_run.status == DagsterRunStatus.SUCCESS), None)
-
-
-def sensor_ticks(instance: DagsterInstance, sensor_name: str = "upload_sensor") -> list:
-    return [
-        tick
-        for state in instance.all_instigator_state()
-        if state.instigator_name == sensor_name
-        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id)
-    ]
-
-
-def fail_on_sensor_error(instance: DagsterInstance) -> None:
-    for tick in sensor_ticks(instance):
-        if tick.is_failure:
-            pytest.fail(f"upload_sensor tick failed: {tick.error}")
 
 
 def completed_tick_since(instance: DagsterInstance, timestamp: float):

@@ -12,20 +12,19 @@ from dagster import DagsterRunStatus
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG
 from vidpipe.inbox import resolve_upload
 from vidpipe.media.files import sha256_file
-from vidpipe_tests.harness import wait_until
-from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)
+from vidpipe_tests.harness import (
     RUN_TIMEOUT,
     STARTUP_TIMEOUT,
     code_location_loaded,
-    dagster_stack,
     fail_on_sensor_error,
     process_video_runs,
+    wait_until,
 )
 
 BAD_NAME = b"holiday \xff\xfe\nclip.mp4"
 
 
-def test_a_bad_name_beside_good_ones_every_upload_is_processed(dagster_stack, tiny_clip, silent_clip, phone_clip):  # noqa: F811
+def test_a_bad_name_beside_good_ones_every_upload_is_processed(dagster_stack, tiny_clip, silent_clip, phone_clip):
     stack = dagster_stack
 
     def fail_fast() -> None:

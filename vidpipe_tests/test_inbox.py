@@ -19,7 +19,7 @@ def drop(inbox, name, data=b"video bytes"):
 def test_a_finished_upload_is_found_once(tmp_path):
     path = drop(tmp_path, "clip.mp4")
     scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=time.time_ns() + LATER)
-    assert [(u.path, u.sha256, u.size) for u in scan.uploads] == [(path, sha256_file(path), path.stat().st_size)]
+    assert [(u.name, u.sha256, u.size) for u in scan.uploads] == [(path.name, sha256_file(path), path.stat().st_size)]
     again = scan_inbox(
         tmp_path, InboxCursor.from_json(scan.cursor.to_json()), settle_seconds=2, now_ns=time.time_ns() + LATER
     )
@@ -186,7 +186,7 @@ def test_a_scan_waits_for_an_upload_about_to_settle_and_takes_it(tmp_path):
     seen = path.stat().st_ctime_ns + 2 * 10**8
     # Seen 0.2 s after its last change with a 1 s settle time: it settles 0.8 s later, within the wait.
     scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=1, wait_for_settling_seconds=5, now_ns=seen)
-    assert [u.path for u in scan.uploads] == [path] and scan.waiting == []
+    assert [u.name for u in scan.uploads] == [path.name] and scan.waiting == []
     # Without the wait, the same look finds it still settling.
     alone = scan_inbox(tmp_path, InboxCursor(), settle_seconds=1, now_ns=seen)
     assert alone.uploads == [] and alone.waiting == ["almost.mp4"]
@@ -202,4 +202,4 @@ def test_settling_is_judged_by_ctime_so_a_copy_that_keeps_an_old_mtime_still_wai
     scan = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=changed + 10**9)
     assert scan.uploads == [] and scan.waiting == ["kept-times.mp4"]
     taken = scan_inbox(tmp_path, InboxCursor(), settle_seconds=2, now_ns=changed + 2 * 10**9)
-    assert [u.path for u in taken.uploads] == [path]
+    assert [u.name for u in taken.uploads] == [path.name]

@@ -25,18 +25,21 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from vidpipe.processes import process_start_time
 from vidpipe.service import main
-from vidpipe_tests.harness import wait_until
-from vidpipe_tests.test_end_to_end import (
+from vidpipe_tests.harness import (
     BIN_DIR,
+    ENCODE_TIMEOUT,
+    RECOVERY_TIMEOUT,
     REPO_ROOT,
     STARTUP_TIMEOUT,
     DagsterStack,
     code_location_loaded,
     free_port,
+    partial_renditions,
+    runs_of,
     stop,
     upload,
+    wait_until,
 )
-from vidpipe_tests.test_recovery import ENCODE_TIMEOUT, RECOVERY_TIMEOUT, partial_renditions, runs_of
 
 STOP_LIMIT_SECONDS = 10
 CODE_SERVER_DOWN_SECONDS = 7

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vidpipe_tests.harness import wait_until
-from vidpipe_tests.test_end_to_end import REPO_ROOT, STARTUP_TIMEOUT, free_port, start, stop
+from vidpipe_tests.harness import REPO_ROOT, STARTUP_TIMEOUT, free_port, start, stop, wait_until
 
 CADDY = str(Path(sys.executable).parent / "caddy")
 CADDYFILE = REPO_ROOT / "deploy" / "caddy" / "Caddyfile"

@@ -14,12 +14,15 @@ from typing import Any
 import dagster as dg
 
 from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
-from vidpipe.defs.resources import FFmpegResource, InboxResource, VideoStorage
+from vidpipe.defs.resources import FFmpegResource, InboxResource
+from vidpipe.defs.storage import VideoStorage
 from vidpipe.media.encoder import DecodeReport, Progress, output_filename
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
-from vidpipe.media.files import write_atomically
 from vidpipe.media.ladder import PlannedRendition, Rung, plan_ladder
 from vidpipe.media.manifest import (
+    MANIFEST_FILE,
+    RENDITIONS_FOLDER,
+    THUMBNAILS_FOLDER,
     RenditionFile,
     RenditionSet,
     SourceVideo,
@@ -105,17 +108,19 @@ def source_video(
         stored = storage.stored_original(key)
         if stored is None:
             file_ref, name = _upload_of(context, key)
-            stored = storage.store_original(key, inbox.resolve(file_ref), name, file_ref)
-        info = ffmpeg.validate_upload(stored.path)
+            with inbox.fetch(file_ref) as upload:
+                stored = storage.store_original(key, upload, name, file_ref)
+        with storage.fetch(key, stored.file) as original:
+            info = ffmpeg.validate_upload(original)
     storage.clear_rejection(key)
-    source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, path=stored.path, info=info)
+    source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, file=stored.file, info=info)
     return dg.Output(
         source,
         metadata={
             "original_name": stored.name,
             "original_name_ref": stored.name_ref,
             "sha256": stored.sha256,
-            "stored_at": dg.MetadataValue.path(str(stored.path)),
+            "stored_at": dg.MetadataValue.path(storage.location(key, stored.file)),
             **info.as_metadata(),
         },
     )
@@ -191,7 +196,8 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             if LADDER_KEY in context.selected_asset_keys:
                 made_set = _rendition_set(ladder, plan.skipped, made, source_video.key, ffmpeg, storage)
         for name, rendition in made.items():
-            yield dg.Output(rendition, output_name=name, metadata=_rendition_metadata(rendition, argv))
+            location = storage.location(source_video.key, f"{RENDITIONS_FOLDER}/{rendition.file}")
+            yield dg.Output(rendition, output_name=name, metadata=_rendition_metadata(rendition, argv, location))
         for rung in ladder:
             if rung.name in plan.skipped and rendition_key(rung) in context.selected_asset_keys:
                 context.log.debug(f"{rung.name} is not made for this video: {plan.skipped[rung.name]}")
@@ -211,20 +217,23 @@ def _encode(
     """Encode ``planned`` in one ffmpeg run; the renditions made, and the exact command."""
     if not planned:
         return {}, []
-    out_dir = storage.output_dir(source.key, "renditions")
     sizes = ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
     context.log.info(f"encoding {sizes} in one ffmpeg run")
-    command, encoded = ffmpeg.encode(source.path, source.info, planned, out_dir, on_progress=_progress_logger(context))
-    public_argv = command.argv_relative_to(storage.output_dir(source.key))
+    with (
+        storage.fetch(source.key, source.file) as original,
+        storage.publishing(source.key, RENDITIONS_FOLDER) as out_dir,
+    ):
+        command, encoded = ffmpeg.encode(original, source.info, planned, out_dir, _progress_logger(context))
+        # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values()), strict=True))
+    public_argv = command.argv_for_people(source.file, RENDITIONS_FOLDER)
     if not encoded.decoding.clean:
         context.log.warning(f"the source {encoded.decoding.summary()}; what decoded is published")
-    # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        infos = dict(zip(encoded.outputs, pool.map(ffmpeg.probe, encoded.outputs.values()), strict=True))
     made = {
         p.rung.name: RenditionFile(
             name=p.rung.name,
-            path=encoded.outputs[p.rung.name],
+            file=encoded.outputs[p.rung.name].name,
             container=p.rung.format.container,
             info=infos[p.rung.name],
             argv=tuple(public_argv),
@@ -248,22 +257,23 @@ def _rendition_set(
     """The video's renditions in ladder order: those just made, and those an earlier run made (a partial
     re-encode), described again from their files and the records kept beside the original."""
     records = storage.rendition_records(key)
-    out_dir = storage.output_dir(key, "renditions")
     files, not_made = [], {}
     for rung in ladder:
-        earlier = out_dir / output_filename(rung)
+        earlier = f"{RENDITIONS_FOLDER}/{output_filename(rung)}"
         if rung.name in made:
             files.append(made[rung.name])
         elif rung.name in skipped:
             not_made[rung.name] = skipped[rung.name]
-        elif rung.name in records and earlier.is_file():
+        elif rung.name in records and storage.stored_size(key, earlier) is not None:
             record = records[rung.name]
+            with storage.fetch(key, earlier) as local:
+                info = ffmpeg.probe(local)
             files.append(
                 RenditionFile(
                     name=rung.name,
-                    path=earlier,
+                    file=output_filename(rung),
                     container=rung.format.container,
-                    info=ffmpeg.probe(earlier),
+                    info=info,
                     argv=tuple(record["public_argv"]),
                     decoding=DecodeReport(**record["decoding"]),
                 )
@@ -273,10 +283,10 @@ def _rendition_set(
     return RenditionSet(files=tuple(files), not_made=not_made)
 
 
-def _rendition_metadata(rendition: RenditionFile, argv: list[str]) -> dict[str, Any]:
+def _rendition_metadata(rendition: RenditionFile, argv: list[str], location: str) -> dict[str, Any]:
     info = rendition.info
     return {
-        "file": dg.MetadataValue.path(str(rendition.path)),
+        "file": dg.MetadataValue.path(location),
         "width": info.display_width,
         "height": info.display_height,
         "duration": round(info.duration, 3),
@@ -325,8 +335,10 @@ def thumbnail(
 ) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
     with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
-        frame = ffmpeg.first_frame(source_video.path, source_video.info)
-        files = write_thumbnails(frame, storage.output_dir(source_video.key, "thumbnails"))
+        with storage.fetch(source_video.key, source_video.file) as original:
+            frame = ffmpeg.first_frame(original, source_video.info)
+        with storage.publishing(source_video.key, THUMBNAILS_FOLDER) as out_dir:
+            files = write_thumbnails(frame, out_dir)
     if refused := storage.rejection_reason(source_video.key):
         # The renditions step refused the upload while this one ran: nothing may stay beside the original.
         storage.withdraw_outputs(source_video.key)
@@ -338,7 +350,7 @@ def thumbnail(
             "width": frame.width,
             "height": frame.height,
             "files": len(files),
-            "folder": dg.MetadataValue.path(str(files[0].path.parent)),
+            "folder": dg.MetadataValue.path(storage.location(source_video.key, THUMBNAILS_FOLDER)),
         },
     )
 
@@ -379,19 +391,19 @@ def build_manifest_asset() -> dg.AssetsDefinition:
         Its check runs in the same step, on the files just listed (a step of its own would
         cost a process start for a few stat calls).
         """
-        manifest_dir = storage.output_dir(source_video.key)
+        key = source_video.key
         produced = list(ladder.files)
-        manifest = build_manifest(source_video, produced, thumbnail, manifest_dir)
-        path = manifest_dir / "manifest.json"
-        write_atomically(path, json.dumps(manifest, indent=2).encode())
+        manifest = build_manifest(source_video, produced, thumbnail)
+        storage.publish_file(key, MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+        location = storage.location(key, MANIFEST_FILE)
         context.log.info(
-            f"video {source_video.key} ('{source_video.name}') is ready: {len(manifest['renditions'])} renditions, "
-            f"{len(manifest['thumbnails'])} thumbnails, manifest at {path}"
+            f"video {key} ('{source_video.name}') is ready: {len(manifest['renditions'])} renditions, "
+            f"{len(manifest['thumbnails'])} thumbnails, manifest at {location}"
         )
         yield dg.Output(
             manifest,
             metadata={
-                "manifest_file": dg.MetadataValue.path(str(path)),
+                "manifest_file": dg.MetadataValue.path(location),
                 "renditions": _table(
                     ("name", "size", "bitrate", "bytes"),
                     [
@@ -402,7 +414,7 @@ def build_manifest_asset() -> dg.AssetsDefinition:
                 "manifest": dg.MetadataValue.json(manifest),
             },
         )
-        problems = manifest_problems(manifest, manifest_dir)
+        problems = manifest_problems(manifest, lambda file: storage.stored_size(key, file))
         yield dg.AssetCheckResult(
             check_name=MANIFEST_CHECK,
             passed=not problems,

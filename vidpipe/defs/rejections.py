@@ -10,7 +10,7 @@ functions serve the ``vidpipe rejections | rerun | forget`` commands and the
 import dagster as dg
 
 from vidpipe.defs.partitions import VIDEOS
-from vidpipe.defs.resources import VideoStorage
+from vidpipe.defs.storage import VideoStorage
 from vidpipe.media.errors import UnknownVideoError
 
 

@@ -1,217 +1,39 @@
-"""Resources: where videos are kept, how ffmpeg is run, where uploads arrive."""
+"""Resources: how ffmpeg is run, where uploads arrive, how steps hand values on (storage is in ``storage``)."""
 
 from __future__ import annotations
 
-import json
 import pickle
-import re
-import shutil
+import tempfile
 from abc import abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
+from botocore.exceptions import ClientError
+from dagster_aws.s3 import S3Resource
 from PIL import Image
 from upath import UPath
 
-from vidpipe.inbox import InboxCursor, InboxScan, resolve_upload, scan_inbox
+from vidpipe.inbox import (
+    FolderListing,
+    InboxCursor,
+    InboxListing,
+    InboxScan,
+    S3Listing,
+    readable_name,
+    resolve_upload,
+    scan_inbox,
+    upload_name,
+)
 from vidpipe.media.encoder import EncodeCommand, Encoded, Progress, build_encode_command, run_encode
-from vidpipe.media.errors import InvalidVideoKeyError, VidpipeError
+from vidpipe.media.errors import UploadError
 from vidpipe.media.ffmpeg_calls import Limits, Tools
-from vidpipe.media.files import copy_atomically_with_sha256, remove_orphaned_temporaries, write_atomically
-from vidpipe.media.keys import content_hash_of, is_partition_key
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
 from vidpipe.media.thumbnail import read_first_frame
 from vidpipe.media.validate import validate_upload
-
-REJECTION_FILE = "rejection.json"
-ENCODE_RECORD_FILE = "encode.json"
-MANIFEST_FILE = "manifest.json"
-OUTPUT_KINDS = ("renditions", "thumbnails")
-FAILED_RUNS_FILE = "failed_runs.jsonl"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class StoredOriginal:
-    path: Path
-    name: str
-    """The upload's name for people (see ``inbox.readable_name``)."""
-    name_ref: str
-    """The upload's exact name in the inbox, percent-encoded (see ``inbox.name_ref``)."""
-    sha256: str
-
-
-class VideoStorage(dg.ConfigurableResource):
-    """Where originals and outputs live. Assets only use these methods.
-
-    Implementations hand out local paths: a remote store (S3) downloads the original to
-    a local cache and uploads the output folders once they are complete.
-    """
-
-    @abstractmethod
-    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
-        """Copy an upload into immutable storage; refuse it if its content no longer matches ``key``."""
-
-    @abstractmethod
-    def stored_original(self, key: str) -> StoredOriginal | None:
-        """The original already stored for ``key``, if any."""
-
-    @abstractmethod
-    def output_dir(self, key: str, kind: str = "") -> Path:
-        """A local folder for ``key``'s outputs of one kind (``""`` is the video's own folder)."""
-
-    @abstractmethod
-    def record_rejection(self, key: str, error: VidpipeError) -> None:
-        """Keep why ``key``'s upload was refused, next to its original."""
-
-    @abstractmethod
-    def rejection_reason(self, key: str) -> str | None:
-        """Why ``key``'s upload was refused, if it was."""
-
-    @abstractmethod
-    def rejections(self) -> list[dict]:
-        """Every recorded rejection (the content of each ``rejection.json``), oldest video folder first."""
-
-    @abstractmethod
-    def rejected_video(self, content: str) -> str | None:
-        """The key of a refused upload whose content hash (``keys.short_hash``) is ``content``, if any."""
-
-    @abstractmethod
-    def forget(self, key: str) -> None:
-        """Remove everything kept for ``key``: original, records and outputs."""
-
-    @abstractmethod
-    def clear_rejection(self, key: str) -> None:
-        """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
-
-    @abstractmethod
-    def withdraw_outputs(self, key: str) -> None:
-        """Remove every output of ``key`` (renditions, thumbnails, manifest); the original and records stay."""
-
-    @abstractmethod
-    def record_renditions(self, key: str, records: dict[str, dict]) -> None:
-        """Keep, per rung, how ``key``'s rendition was made (the exact ffmpeg command, what decoding met)
-        next to its original (private, never published); rungs not named keep their earlier record."""
-
-    @abstractmethod
-    def rendition_records(self, key: str) -> dict[str, dict]:
-        """Rung name → the record kept by ``record_renditions``."""
-
-    @abstractmethod
-    def record_failed_run(self, entry: dict) -> None:
-        """Append one failed run to the operators' log."""
-
-
-class LocalVideoStorage(VideoStorage):
-    """Everything under one folder: ``<root>/<video>/{source.*,renditions/,thumbnails/,manifest.json}``."""
-
-    root: str
-
-    def video_dir(self, key: str) -> Path:
-        if not is_partition_key(key):
-            raise InvalidVideoKeyError(
-                f"{json.dumps(key)} is not a video key: vidpipe's keys are a name and a 12-digit content hash, "
-                "like holiday-0123456789ab"
-            )
-        return Path(self.root) / key
-
-    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
-        extension = re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin"
-        target = self.video_dir(key) / f"source.{extension}"
-        sha256 = copy_atomically_with_sha256(upload, target, expected_sha256_prefix=content_hash_of(key))
-        record = {"name": name, "name_ref": name_ref, "sha256": sha256, "file": target.name}
-        write_atomically(self.video_dir(key) / "source.json", json.dumps(record, indent=2).encode())
-        return StoredOriginal(path=target, name=name, name_ref=name_ref, sha256=sha256)
-
-    def stored_original(self, key: str) -> StoredOriginal | None:
-        record_path = self.video_dir(key) / "source.json"
-        if not record_path.exists():
-            return None
-        record = json.loads(record_path.read_text())
-        return StoredOriginal(
-            path=self.video_dir(key) / record["file"],
-            name=record["name"],
-            name_ref=record.get("name_ref", ""),  # absent from records written before it was kept
-            sha256=record["sha256"],
-        )
-
-    def output_dir(self, key: str, kind: str = "") -> Path:
-        """Created on demand; temporary files left by a killed writer are cleared first."""
-        directory = self.video_dir(key) / kind
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_orphaned_temporaries(directory)
-        return directory
-
-    def record_rejection(self, key: str, error: VidpipeError) -> None:
-        stored = self.stored_original(key)
-        record = {
-            "video": key,
-            "reason": error.message,
-            "error": type(error).__name__,
-            "original": stored.path.name if stored else None,
-            "original_name": stored.name if stored else None,
-            "rejected_at": _now(),
-            "ffmpeg_stderr_tail": error.stderr_tail,
-        }
-        write_atomically(self.output_dir(key) / REJECTION_FILE, json.dumps(record, indent=2).encode())
-
-    def rejection_reason(self, key: str) -> str | None:
-        try:
-            return json.loads((self.video_dir(key) / REJECTION_FILE).read_text())["reason"]
-        except FileNotFoundError:
-            return None
-
-    def rejections(self) -> list[dict]:
-        records = []
-        for path in sorted(Path(self.root).glob(f"*/{REJECTION_FILE}")):
-            try:
-                records.append(json.loads(path.read_text()))
-            except (OSError, ValueError):  # removed meanwhile, or being replaced
-                continue
-        return records
-
-    def rejected_video(self, content: str) -> str | None:
-        if not re.fullmatch(r"[0-9a-f]+", content):
-            return None
-        return next((path.parent.name for path in Path(self.root).glob(f"*-{content}/{REJECTION_FILE}")), None)
-
-    def forget(self, key: str) -> None:
-        shutil.rmtree(self.video_dir(key), ignore_errors=True)
-
-    def clear_rejection(self, key: str) -> None:
-        (self.video_dir(key) / REJECTION_FILE).unlink(missing_ok=True)
-
-    def withdraw_outputs(self, key: str) -> None:
-        video = self.video_dir(key)
-        for kind in OUTPUT_KINDS:
-            shutil.rmtree(video / kind, ignore_errors=True)
-        (video / MANIFEST_FILE).unlink(missing_ok=True)
-
-    def record_renditions(self, key: str, records: dict[str, dict]) -> None:
-        merged = {**self.rendition_records(key), **{name: {"encoded_at": _now(), **r} for name, r in records.items()}}
-        record = {"video": key, "renditions": merged}
-        write_atomically(self.video_dir(key) / ENCODE_RECORD_FILE, json.dumps(record, indent=2).encode())
-
-    def rendition_records(self, key: str) -> dict[str, dict]:
-        try:
-            return json.loads((self.video_dir(key) / ENCODE_RECORD_FILE).read_text()).get("renditions", {})
-        except FileNotFoundError:
-            return {}
-
-    def record_failed_run(self, entry: dict) -> None:
-        """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
-        root = Path(self.root)
-        root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"failed_at": _now(), **entry}, sort_keys=True) + "\n"
-        with open(root / FAILED_RUNS_FILE, "a", encoding="utf-8") as log:
-            log.write(line)
 
 
 class FFmpegResource(dg.ConfigurableResource):
@@ -270,9 +92,9 @@ class FFmpegResource(dg.ConfigurableResource):
 
 
 class InboxResource(dg.ConfigurableResource):
-    """The upload folder the sensor watches, and the only place runs take uploads from."""
+    """Where uploads arrive, which the sensor watches and the only place runs take uploads from:
+    a folder (``FolderInbox``) or an S3 prefix (``S3Inbox``)."""
 
-    path: str
     settle_seconds: float = 2.0
     empty_settle_seconds: float = 60.0
     """An empty file is not an upload until it has stayed empty this long (it may be written later)."""
@@ -280,12 +102,19 @@ class InboxResource(dg.ConfigurableResource):
     one_process_below_bytes: int = 32 * 2**20
     """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
 
+    @abstractmethod
+    def listing(self) -> InboxListing:
+        """What the scan reads (see ``inbox.InboxListing``)."""
+
+    @abstractmethod
+    def fetch(self, name_ref: str) -> AbstractContextManager[Path]:
+        """A local copy of the upload a run's upload tag names, for the block's duration; nothing
+        outside the inbox (see ``inbox.upload_name``)."""
+
     def scan(self, cursor: InboxCursor, *, wait_for_settling_seconds: float = 0.0) -> InboxScan:
         """The finished uploads since ``cursor`` (see ``inbox.scan_inbox``)."""
-        inbox = Path(self.path)
-        inbox.mkdir(parents=True, exist_ok=True)
         return scan_inbox(
-            inbox,
+            self.listing(),
             cursor,
             settle_seconds=self.settle_seconds,
             empty_settle_seconds=self.empty_settle_seconds,
@@ -293,9 +122,50 @@ class InboxResource(dg.ConfigurableResource):
             wait_for_settling_seconds=wait_for_settling_seconds,
         )
 
-    def resolve(self, name_ref: str) -> Path:
-        """The inbox file a run's upload tag names; nothing outside the inbox (see ``inbox.resolve_upload``)."""
-        return resolve_upload(Path(self.path), name_ref)
+
+class FolderInbox(InboxResource):
+    """An upload folder; runs read the upload in place (``inbox.resolve_upload``)."""
+
+    path: str
+
+    def listing(self) -> InboxListing:
+        inbox = Path(self.path)
+        inbox.mkdir(parents=True, exist_ok=True)
+        return FolderListing(inbox)
+
+    @contextmanager
+    def fetch(self, name_ref: str) -> Iterator[Path]:
+        yield resolve_upload(Path(self.path), name_ref)
+
+
+class S3Inbox(InboxResource):
+    """The objects directly under ``prefix`` in ``bucket``; runs download the upload into ``scratch``.
+
+    Credentials come from the environment, as for ``S3VideoStorage``.
+    """
+
+    s3: S3Resource
+    bucket: str
+    prefix: str = ""
+    scratch: str
+
+    def listing(self) -> InboxListing:
+        return S3Listing(self.s3.get_client(), self.bucket, self.prefix)
+
+    @contextmanager
+    def fetch(self, name_ref: str) -> Iterator[Path]:
+        name = upload_name(name_ref)
+        Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="upload-", dir=self.scratch) as folder:
+            local = Path(folder) / "upload"
+            client = self.s3.get_client()
+            try:
+                client.download_file(self.bucket, self.prefix + name, str(local))
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                    raise UploadError(f"the upload '{readable_name(name)}' is no longer in the inbox") from None
+                raise
+            yield local
 
 
 class StepValues(dg.UPathIOManager):

@@ -15,7 +15,7 @@ address (the systemd units) is reported only once that server has answered for
 or two. Until then the check says the run is still running.
 
 What this relies on (the private names come from ``dagster_internals``;
-``vidpipe_tests/test_recovery.py`` guards them, with the crash test and
+``vidpipe_tests/defs/test_recovery.py`` guards them, with the crash test and
 ``vidpipe_tests/test_service.py`` end to end):
 
 - ``CheckRunHealthResult`` and ``WorkerStatus``, what the check returns;

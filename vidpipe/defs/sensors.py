@@ -20,7 +20,8 @@ from vidpipe.defs.partitions import (
     videos,
 )
 from vidpipe.defs.rejections import withdraw_partition
-from vidpipe.defs.resources import InboxResource, VideoStorage
+from vidpipe.defs.resources import InboxResource
+from vidpipe.defs.storage import VideoStorage
 from vidpipe.inbox import InboxCursor, Upload, readable_name
 from vidpipe.media.keys import content_hash_of, is_partition_key, partition_key, short_hash
 

@@ -49,17 +49,17 @@ class EncodeCommand:
     temporary_outputs: dict[str, Path]
     final_outputs: dict[str, Path]
 
-    def argv_relative_to(self, base: Path) -> list[str]:
-        """The command as it can be published: the program's name, and the source and outputs
-        relative to ``base`` (outputs under their final names), so no server path shows."""
-        paths = {os.fspath(self.source): self.source}
-        paths.update(
-            {os.fspath(temporary): self.final_outputs[name] for name, temporary in self.temporary_outputs.items()}
+    def argv_for_people(self, source_name: str, outputs_folder: str) -> list[str]:
+        """The command as it can be published: the program's name, the source as ``source_name`` and
+        each output as ``outputs_folder/<its final name>``, so no server path shows."""
+        names = {os.fspath(self.source): source_name}
+        names.update(
+            {
+                os.fspath(temporary): f"{outputs_folder}/{self.final_outputs[name].name}"
+                for name, temporary in self.temporary_outputs.items()
+            }
         )
-        return [
-            os.path.basename(self.argv[0]),
-            *(Path(os.path.relpath(paths[arg], base)).as_posix() if arg in paths else arg for arg in self.argv[1:]),
-        ]
+        return [os.path.basename(self.argv[0]), *(names.get(arg, arg) for arg in self.argv[1:])]
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from vidpipe.media.encoder import DecodeReport
@@ -13,15 +12,21 @@ from vidpipe.media.thumbnail import ThumbnailFile
 
 MANIFEST_VERSION = 1
 
+# A video's files, the same in every storage: under the video's key, the original (``source.<ext>``),
+# these two folders and the manifest, which lists the folders' files by these relative names.
+RENDITIONS_FOLDER = "renditions"
+THUMBNAILS_FOLDER = "thumbnails"
+MANIFEST_FILE = "manifest.json"
+
 
 @dataclass(frozen=True)
 class SourceVideo:
-    """An upload taken into storage: where its immutable copy is and what it contains."""
+    """An upload taken into storage: its immutable copy's file name under the video's key, and what it contains."""
 
     key: str
     name: str
     sha256: str
-    path: Path
+    file: str
     info: VideoInfo
 
 
@@ -31,7 +36,8 @@ class RenditionFile:
     video's folder: the manifest is public)."""
 
     name: str
-    path: Path
+    file: str
+    """Its name in ``RENDITIONS_FOLDER``."""
     container: str
     info: VideoInfo
     argv: tuple[str, ...]
@@ -58,16 +64,15 @@ def build_manifest(
     source: SourceVideo,
     renditions: list[RenditionFile],
     thumbnails: list[ThumbnailFile],
-    manifest_dir: Path,
 ) -> dict[str, Any]:
-    """Paths are relative to ``manifest_dir``, where the manifest itself is written."""
+    """Paths are relative to the video's folder, where the manifest itself is written."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "video": source.key,
         "source": _source_entry(source, renditions),
-        "renditions": [_rendition_entry(r, manifest_dir) for r in renditions],
+        "renditions": [_rendition_entry(r) for r in renditions],
         "thumbnails": [
-            {"path": _relative(t.path, manifest_dir), "format": t.format, "width": t.width, "height": t.height}
+            {"path": f"{THUMBNAILS_FOLDER}/{t.file}", "format": t.format, "width": t.width, "height": t.height}
             for t in thumbnails
         ],
         "ffmpeg": _commands_entry(renditions),
@@ -90,11 +95,11 @@ def _source_entry(source: SourceVideo, renditions: list[RenditionFile]) -> dict[
     }
 
 
-def _rendition_entry(rendition: RenditionFile, manifest_dir: Path) -> dict[str, Any]:
+def _rendition_entry(rendition: RenditionFile) -> dict[str, Any]:
     info = rendition.info
     return {
         "name": rendition.name,
-        "path": _relative(rendition.path, manifest_dir),
+        "path": f"{RENDITIONS_FOLDER}/{rendition.file}",
         "container": rendition.container,
         "mime_type": f"{'video' if info.has_video else 'audio'}/{rendition.container}",
         "video_codec": info.video_codec,
@@ -122,29 +127,26 @@ def _commands_entry(renditions: list[RenditionFile]) -> dict[str, Any]:
     }
 
 
-def _relative(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path, base)).as_posix()
-
-
-def manifest_problems(manifest: dict[str, Any], manifest_dir: Path) -> list[str]:
+def manifest_problems(manifest: dict[str, Any], stored_size: Callable[[str], int | None]) -> list[str]:
     """What is wrong between a manifest and the files beside it; empty when all is well.
 
-    Every listed file must exist (renditions with their listed size), and every rendition
-    must last as long as the source, give or take a frame and an audio codec's padding.
+    ``stored_size`` gives the size of a file by its path in the manifest (``None``: there is
+    none). Every listed file must exist (renditions with their listed size), and every
+    rendition must last as long as the source, give or take a frame and an audio codec's padding.
     """
     problems = []
     source_duration = manifest["source"]["duration"]
     for rendition in manifest["renditions"]:
-        path = manifest_dir / rendition["path"]
-        if not path.is_file():
+        size = stored_size(rendition["path"])
+        if size is None:
             problems.append(f"{rendition['name']}: {rendition['path']} is missing")
             continue
-        if path.stat().st_size != rendition["bytes"]:
-            problems.append(f"{rendition['name']}: {path.stat().st_size} bytes on disk, {rendition['bytes']} listed")
+        if size != rendition["bytes"]:
+            problems.append(f"{rendition['name']}: {size} bytes stored, {rendition['bytes']} listed")
         tolerance = (1 / rendition["frame_rate"] if rendition["frame_rate"] else 0) + 0.05
         if abs(rendition["duration"] - source_duration) > tolerance:
             problems.append(f"{rendition['name']}: lasts {rendition['duration']} s, the source {source_duration} s")
     for thumbnail in manifest["thumbnails"]:
-        if not (manifest_dir / thumbnail["path"]).is_file():
+        if stored_size(thumbnail["path"]) is None:
             problems.append(f"thumbnail {thumbnail['path']} is missing")
     return problems

@@ -27,7 +27,8 @@ WAVEFORM_COLOUR = "0x2563eb"
 
 @dataclass(frozen=True)
 class ThumbnailFile:
-    path: Path
+    file: str
+    """Its name in the folder it was written to."""
     format: str
     width: int
     height: int
@@ -69,9 +70,9 @@ def write_thumbnails(
     for width in fitting:
         resized = _resize_to_width(frame, width)
         for fmt, (extension, options) in THUMBNAIL_FORMATS.items():
-            path = out_dir / f"thumb_{width}.{extension}"
-            write_atomically(path, _encode(resized, fmt, options))
-            written.append(ThumbnailFile(path=path, format=fmt, width=resized.width, height=resized.height))
+            name = f"thumb_{width}.{extension}"
+            write_atomically(out_dir / name, _encode(resized, fmt, options))
+            written.append(ThumbnailFile(file=name, format=fmt, width=resized.width, height=resized.height))
     return written
 
 

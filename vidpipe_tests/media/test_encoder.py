@@ -13,8 +13,7 @@ from vidpipe.media.files import remove_orphaned_temporaries, temporary_sibling
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import wait_until
-from vidpipe_tests.media import (
+from vidpipe_tests.clips import (
     decode_frame,
     frame_count,
     keyframe_times,
@@ -23,6 +22,7 @@ from vidpipe_tests.media import (
     stream,
     top_level_boxes,
 )
+from vidpipe_tests.harness import wait_until
 
 
 def encode(source, out_dir, **kwargs):

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, VIDEOS
-from vidpipe.defs.resources import LocalVideoStorage
+from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.inbox import readable_name, resolve_upload
 from vidpipe.media.errors import InvalidVideoKeyError
 from vidpipe.media.keys import is_partition_key
@@ -64,7 +64,7 @@ def test_storage_refuses_keys_that_could_leave_its_root(tmp_path):
     storage = LocalVideoStorage(root=str(tmp_path))
     for key in ["../escape-0123456789ab", "/etc-0123456789ab", "a/b-0123456789ab", ""]:
         with pytest.raises(InvalidVideoKeyError, match="is not a video key"):
-            storage.output_dir(key)
+            storage.location(key)
 
 
 def test_fifty_uploads_at_once_are_each_requested_exactly_once(instance, tmp_path):

@@ -31,7 +31,7 @@ from vidpipe.media.probe import probe, probe_json
 from vidpipe.media.thumbnail import read_first_frame
 from vidpipe.media.validate import validate_upload
 from vidpipe_tests import corpus
-from vidpipe_tests.media import make_clip
+from vidpipe_tests.clips import make_clip
 
 SEGMENT = "segment.ts"
 """The file every playlist here names first: a named pipe that records whether ffmpeg opened it."""

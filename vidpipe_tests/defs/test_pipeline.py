@@ -9,11 +9,12 @@ import pytest
 
 from vidpipe.definitions import build_assets
 from vidpipe.defs.dagster_internals import StaleStatus, get_stale_status_resolver
+from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
+from vidpipe_tests.clips import stream
 from vidpipe_tests.harness import Pipeline, step_failures
-from vidpipe_tests.media import stream
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
 
@@ -89,20 +90,25 @@ def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_vide
     copy = tmp_path / key
     shutil.copytree(pipeline.storage_root / key, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    assert manifest_problems(manifest, copy) == []
+    storage = LocalVideoStorage(root=str(tmp_path))
+
+    def stored_size(file: str) -> int | None:
+        return storage.stored_size(key, file)
+
+    assert manifest_problems(manifest, stored_size) == []
     (copy / "renditions" / "vp9_360p.webm").unlink()
     with open(copy / "renditions" / "h264_240p.mp4", "ab") as handle:
         handle.write(b"junk")
     (copy / manifest["thumbnails"][0]["path"]).unlink()
-    problems = manifest_problems(manifest, copy)
+    problems = manifest_problems(manifest, stored_size)
     listed = manifest["renditions"][1]["bytes"]
-    assert problems[0] == f"h264_240p: {listed + 4} bytes on disk, {listed} listed"
+    assert problems[0] == f"h264_240p: {listed + 4} bytes stored, {listed} listed"
     assert problems[1:] == [
         "vp9_360p: renditions/vp9_360p.webm is missing",
         f"thumbnail {manifest['thumbnails'][0]['path']} is missing",
     ]
     manifest["renditions"][0]["duration"] += 0.5
-    assert manifest_problems(manifest, copy)[0].startswith("h264_360p: lasts 2.5")
+    assert manifest_problems(manifest, stored_size)[0].startswith("h264_360p: lasts 2.5")
 
 
 def test_metadata_is_recorded_for_the_ui(pipeline, phone_video):

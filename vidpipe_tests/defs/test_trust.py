@@ -17,7 +17,7 @@ import pytest
 
 from vidpipe.definitions import process_video_job
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG
-from vidpipe.defs.resources import LocalVideoStorage
+from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.errors import UploadError
 from vidpipe.media.files import sha256_file
 from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures

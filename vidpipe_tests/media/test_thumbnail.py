@@ -5,13 +5,13 @@ from PIL import Image
 
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import preview_data_uri, read_first_frame, write_thumbnails
-from vidpipe_tests.media import decode_frame, mean_difference
+from vidpipe_tests.clips import decode_frame, mean_difference
 
 
 def test_thumbnail_is_the_first_frame(landscape_clip, tmp_path):
     frame = read_first_frame(landscape_clip, probe(landscape_clip))
     files = write_thumbnails(frame, tmp_path)
-    largest = Image.open(next(f.path for f in files if f.format == "jpeg" and f.width == 640)).convert("RGB")
+    largest = Image.open(tmp_path / next(f.file for f in files if f.format == "jpeg" and f.width == 640)).convert("RGB")
     assert mean_difference(largest, decode_frame(landscape_clip, 0)) < 3
     assert mean_difference(largest, decode_frame(landscape_clip, 45)) > 3 * mean_difference(
         largest, decode_frame(landscape_clip, 0)
@@ -27,7 +27,7 @@ def test_thumbnails_come_in_jpeg_and_webp_never_wider_than_the_source(landscape_
         ("webp", 640, 360),
     ]
     for f in files:
-        with Image.open(f.path) as image:
+        with Image.open(tmp_path / f.file) as image:
             assert image.format == f.format.upper() and image.size == (f.width, f.height)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

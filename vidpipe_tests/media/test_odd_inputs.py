@@ -13,8 +13,7 @@ from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import parse_probe
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import encode_upload, processed
-from vidpipe_tests.media import (
+from vidpipe_tests.clips import (
     HDR_CARD_STEP,
     combing,
     decode_frame,
@@ -27,6 +26,7 @@ from vidpipe_tests.media import (
     stream,
     video_info,
 )
+from vidpipe_tests.harness import encode_upload, processed
 
 
 def video_of(path):

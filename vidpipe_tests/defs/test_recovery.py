@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter, job, op
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, job, op
 
 from vidpipe.defs.dagster_internals import (
     EngineEventData,
@@ -29,18 +29,17 @@ from vidpipe.defs.dagster_internals import (
 )
 from vidpipe.defs.run_launcher import START_TIME_SLACK_SECONDS, ProcessCheckingRunLauncher, process_running_since
 from vidpipe.processes import process_start_time
-from vidpipe_tests.harness import wait_until
-from vidpipe_tests.test_end_to_end import (  # noqa: F401 (dagster_stack is a fixture)
+from vidpipe_tests.harness import (
+    ENCODE_TIMEOUT,
+    RECOVERY_TIMEOUT,
     REPO_ROOT,
     DagsterStack,
-    dagster_stack,
     free_port,
+    partial_renditions,
+    runs_of,
     upload,
+    wait_until,
 )
-
-ENCODE_TIMEOUT = 60
-"""From an upload to its encode in flight, the stack starting meanwhile."""
-RECOVERY_TIMEOUT = 150
 
 
 @op
@@ -124,21 +123,12 @@ def test_a_reused_pid_or_a_zombie_is_not_the_worker():
     zombie.wait()
 
 
-def runs_of(instance: DagsterInstance, status: DagsterRunStatus) -> list[RunRecord]:
-    return list(instance.get_run_records(RunsFilter(job_name="process_video", statuses=[status])))
-
-
-def partial_renditions(storage: Path) -> list[Path]:
-    """Renditions being written: hidden ``.name.<random>.partial.ext`` files (see README)."""
-    return list(storage.glob("*/renditions/.*.partial.*"))
-
-
 def failure_message(instance: DagsterInstance, run_id: str) -> str:
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE).records
     return records[0].event_log_entry.message
 
 
-def test_a_crash_mid_encode_is_recovered_when_vidpipe_starts_again(dagster_stack, long_clip, phone_clip):  # noqa: F811
+def test_a_crash_mid_encode_is_recovered_when_vidpipe_starts_again(dagster_stack, long_clip, phone_clip):
     stack: DagsterStack = dagster_stack
     # With one slot, a slot kept by the crashed run would block every later encode.
     stack.instance.event_log_storage.set_concurrency_slots("ffmpeg", 1)

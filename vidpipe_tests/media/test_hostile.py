@@ -12,8 +12,8 @@ from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.validate import validate_upload
 from vidpipe_tests import corpus
+from vidpipe_tests.clips import make_clip
 from vidpipe_tests.harness import Pipeline, evaluate_failed_video_runs, step_failures
-from vidpipe_tests.media import make_clip
 
 REJECTIONS = [
     (corpus.hls_playlist, "not a video: the file is an HLS playlist"),

@@ -21,10 +21,9 @@ from vidpipe.media.errors import UnknownVideoError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import Pipeline, SensorHarness, evaluate_failed_video_runs
+from vidpipe_tests.harness import REPO_ROOT, Pipeline, SensorHarness, evaluate_failed_video_runs
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_refused_upload_leaves_the_graph_stays_refused_and_can_be_restored_or_forgotten(tmp_path, tiny_clip):

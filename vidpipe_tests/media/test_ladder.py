@@ -2,7 +2,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 from vidpipe.media.ladder import DEFAULT_LADDER, plan_ladder
-from vidpipe_tests.media import video_info
+from vidpipe_tests.clips import video_info
 
 
 def sizes(plan):

@@ -12,8 +12,8 @@ import pytest
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.validate import StreamContent, check_complete, validate_upload
 from vidpipe_tests import corpus
+from vidpipe_tests.clips import video_info
 from vidpipe_tests.harness import processed
-from vidpipe_tests.media import video_info
 
 # generator, seconds held, frames per second held (the header says otherwise)
 HELD = [

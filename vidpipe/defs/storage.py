@@ -1,0 +1,439 @@
+"""Where originals, outputs and records live: one interface, a local and an S3 implementation.
+
+A video's files sit under its key (``media.manifest``'s layout): ``source.<ext>`` and the
+records ``source.json``, ``encode.json`` and ``rejection.json`` (private), ``renditions/…``,
+``thumbnails/…`` and ``manifest.json`` (public). Assets only use ``VideoStorage``'s public
+methods, and hand each other keys and names, never local paths: the next step may run on
+another machine. Steps work on local files: ``fetch`` gives a local copy to read, and
+``publishing`` a local folder whose files are published when the block ends without an
+error, never before and never in part.
+
+Each implementation provides the storage operations (``store_original``, ``fetch``,
+``publishing``, ``location``, ``record_failed_run`` and the small ``_read``, ``_write``,
+``_size``, ``_remove`` and ``_videos_with``); the records are written on top of those, once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+import tempfile
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from vidpipe.media.errors import InvalidVideoKeyError, UploadError, VidpipeError
+from vidpipe.media.files import (
+    copy_atomically_with_sha256,
+    remove_orphaned_temporaries,
+    sha256_file,
+    write_atomically,
+)
+from vidpipe.media.keys import content_hash_of, is_partition_key
+from vidpipe.media.manifest import MANIFEST_FILE, RENDITIONS_FOLDER, THUMBNAILS_FOLDER
+
+REJECTION_FILE = "rejection.json"
+ENCODE_RECORD_FILE = "encode.json"
+SOURCE_RECORD_FILE = "source.json"
+OUTPUT_FOLDERS = (RENDITIONS_FOLDER, THUMBNAILS_FOLDER)
+FAILED_RUNS_FILE = "failed_runs.jsonl"
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".webm": "video/webm",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+    ".json": "application/json",
+}
+"""What players and browsers are told each published file is; anything else is ``application/octet-stream``."""
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    file: str
+    """The original's file name under the video's key (``source.<ext>``)."""
+    name: str
+    """The upload's name for people (see ``inbox.readable_name``)."""
+    name_ref: str
+    """The upload's exact name in the inbox, percent-encoded (see ``inbox.name_ref``)."""
+    sha256: str
+
+
+class VideoStorage(dg.ConfigurableResource):
+    """Where originals and outputs live, by video key and a file's path under it."""
+
+    # What each storage implements.
+
+    @abstractmethod
+    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
+        """Copy an upload into immutable storage; refuse it if its content no longer matches ``key``."""
+
+    @abstractmethod
+    def fetch(self, key: str, file: str) -> AbstractContextManager[Path]:
+        """A local copy of ``key``'s ``file`` to read, for the block's duration."""
+
+    @abstractmethod
+    def publishing(self, key: str, folder: str) -> AbstractContextManager[Path]:
+        """A local folder; the files in it when the block ends without an error become ``key``'s
+        ``folder/<name>``, replacing files of the same name."""
+
+    @abstractmethod
+    def location(self, key: str, file: str = "") -> str:
+        """Where ``key``'s ``file`` (or, with none, the video's folder) is, for people: a path or a URL."""
+
+    @abstractmethod
+    def record_failed_run(self, entry: dict) -> None:
+        """Append one failed run to the operators' log."""
+
+    @abstractmethod
+    def _read(self, path: str) -> bytes | None:
+        """The content of ``path`` (``<key>/<file>``), ``None`` if there is none."""
+
+    @abstractmethod
+    def _write(self, path: str, data: bytes) -> None:
+        """Store ``data`` at ``path``, whole or not at all."""
+
+    @abstractmethod
+    def _size(self, path: str) -> int | None:
+        """The size of ``path``, ``None`` if there is none."""
+
+    @abstractmethod
+    def _remove(self, path: str) -> None:
+        """Remove ``path``: a file, or a folder with everything under it; nothing if there is none."""
+
+    @abstractmethod
+    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
+        """The keys (ending with ``key_ending``) of the videos that have ``file``, in key order."""
+
+    # Built on those, the same for every storage.
+
+    def path(self, key: str, file: str = "") -> str:
+        """``<key>/<file>``, for a key that cannot leave the storage's root."""
+        if not is_partition_key(key):
+            raise InvalidVideoKeyError(
+                f"{json.dumps(key)} is not a video key: vidpipe's keys are a name and a 12-digit content hash, "
+                "like holiday-0123456789ab"
+            )
+        return f"{key}/{file}" if file else key
+
+    def stored_original(self, key: str) -> StoredOriginal | None:
+        """The original already stored for ``key``, if any."""
+        record = self._read_json(self.path(key, SOURCE_RECORD_FILE))
+        if record is None:
+            return None
+        return StoredOriginal(
+            file=record["file"],
+            name=record["name"],
+            name_ref=record.get("name_ref", ""),  # absent from records written before it was kept
+            sha256=record["sha256"],
+        )
+
+    def publish_file(self, key: str, file: str, data: bytes) -> None:
+        """Publish ``data`` as ``key``'s ``file``, whole or not at all."""
+        self._write(self.path(key, file), data)
+
+    def stored_size(self, key: str, file: str) -> int | None:
+        """The size of ``key``'s ``file``; ``None`` if there is none."""
+        return self._size(self.path(key, file))
+
+    def record_rejection(self, key: str, error: VidpipeError) -> None:
+        """Keep why ``key``'s upload was refused, next to its original."""
+        stored = self.stored_original(key)
+        record = {
+            "video": key,
+            "reason": error.message,
+            "error": type(error).__name__,
+            "original": stored.file if stored else None,
+            "original_name": stored.name if stored else None,
+            "rejected_at": _now(),
+            "ffmpeg_stderr_tail": error.stderr_tail,
+        }
+        self._write_json(self.path(key, REJECTION_FILE), record)
+
+    def rejection_reason(self, key: str) -> str | None:
+        """Why ``key``'s upload was refused, if it was."""
+        record = self._read_json(self.path(key, REJECTION_FILE))
+        return None if record is None else record["reason"]
+
+    def rejections(self) -> list[dict]:
+        """Every recorded rejection (the content of each ``rejection.json``), in key order."""
+        records = []
+        for key in self._videos_with(REJECTION_FILE):
+            try:
+                record = self._read_json(self.path(key, REJECTION_FILE))
+            except ValueError:  # being replaced
+                continue
+            if record is not None:  # not removed meanwhile
+                records.append(record)
+        return records
+
+    def rejected_video(self, content: str) -> str | None:
+        """The key of a refused upload whose content hash (``keys.short_hash``) is ``content``, if any."""
+        if not re.fullmatch(r"[0-9a-f]+", content):
+            return None
+        return next(iter(self._videos_with(REJECTION_FILE, key_ending=f"-{content}")), None)
+
+    def forget(self, key: str) -> None:
+        """Remove everything kept for ``key``: original, records and outputs."""
+        self._remove(self.path(key))
+
+    def clear_rejection(self, key: str) -> None:
+        """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
+        self._remove(self.path(key, REJECTION_FILE))
+
+    def withdraw_outputs(self, key: str) -> None:
+        """Remove every output of ``key`` (renditions, thumbnails, manifest); the original and records stay."""
+        for file in (MANIFEST_FILE, *OUTPUT_FOLDERS):  # the manifest first: it must never list what is gone
+            self._remove(self.path(key, file))
+
+    def record_renditions(self, key: str, records: dict[str, dict]) -> None:
+        """Keep, per rung, how ``key``'s rendition was made (the exact ffmpeg command, what decoding met)
+        next to its original (private, never published); rungs not named keep their earlier record."""
+        merged = {**self.rendition_records(key), **{name: {"encoded_at": _now(), **r} for name, r in records.items()}}
+        self._write_json(self.path(key, ENCODE_RECORD_FILE), {"video": key, "renditions": merged})
+
+    def rendition_records(self, key: str) -> dict[str, dict]:
+        """Rung name → the record kept by ``record_renditions``."""
+        record = self._read_json(self.path(key, ENCODE_RECORD_FILE))
+        return {} if record is None else record.get("renditions", {})
+
+    def _source_record(self, key: str, file: str, name: str, name_ref: str, sha256: str) -> StoredOriginal:
+        self._write_json(
+            self.path(key, SOURCE_RECORD_FILE), {"name": name, "name_ref": name_ref, "sha256": sha256, "file": file}
+        )
+        return StoredOriginal(file=file, name=name, name_ref=name_ref, sha256=sha256)
+
+    def _read_json(self, path: str) -> Any:
+        data = self._read(path)
+        return None if data is None else json.loads(data)
+
+    def _write_json(self, path: str, record: object) -> None:
+        self._write(path, json.dumps(record, indent=2).encode())
+
+
+def original_file_name(name: str) -> str:
+    """``source.<extension of the upload's name>``, the extension reduced to a few safe characters."""
+    return "source." + (re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin")
+
+
+class LocalVideoStorage(VideoStorage):
+    """Everything under one folder: ``<root>/<video>/{source.*,renditions/,thumbnails/,manifest.json}``.
+
+    Steps read and write these files in place: ``fetch`` gives the stored file itself, and
+    ``publishing`` the output folder, where ffmpeg's and Pillow's writers publish each file
+    by an atomic rename once it is complete.
+    """
+
+    root: str
+
+    def video_dir(self, key: str) -> Path:
+        return Path(self.root) / self.path(key)
+
+    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
+        file = original_file_name(name)
+        sha256 = copy_atomically_with_sha256(
+            upload, self.video_dir(key) / file, expected_sha256_prefix=content_hash_of(key)
+        )
+        return self._source_record(key, file, name, name_ref, sha256)
+
+    @contextmanager
+    def fetch(self, key: str, file: str) -> Iterator[Path]:
+        path = self.video_dir(key) / file
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "not in storage", str(path))
+        yield path
+
+    @contextmanager
+    def publishing(self, key: str, folder: str) -> Iterator[Path]:
+        """The output folder itself; temporary files left by a killed writer are cleared first."""
+        directory = self.video_dir(key) / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(directory)
+        yield directory
+
+    def location(self, key: str, file: str = "") -> str:
+        return str(Path(self.root) / self.path(key, file))
+
+    def record_failed_run(self, entry: dict) -> None:
+        """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
+        root = Path(self.root)
+        root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"failed_at": _now(), **entry}, sort_keys=True) + "\n"
+        with open(root / FAILED_RUNS_FILE, "a", encoding="utf-8") as log:
+            log.write(line)
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return (Path(self.root) / path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path: str, data: bytes) -> None:
+        target = Path(self.root) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, data)
+
+    def _size(self, path: str) -> int | None:
+        try:
+            return (Path(self.root) / path).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def _remove(self, path: str) -> None:
+        target = Path(self.root) / path
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
+        return sorted(path.parent.name for path in Path(self.root).glob(f"*{key_ending}/{file}"))
+
+
+class S3VideoStorage(VideoStorage):
+    """Everything in one bucket, under ``prefix``: ``<prefix><video>/{source.*,renditions/…,…}``.
+
+    Credentials come from the environment (``AWS_ACCESS_KEY_ID``, an instance role, …), never
+    from config; ``s3.endpoint_url`` points at any S3-compatible server (R2, B2, SeaweedFS, MinIO).
+    Steps work in ``scratch``, a local folder of this machine's own: ``fetch`` downloads there
+    and ``publishing`` uploads from there once the block has succeeded; both remove what they
+    put there, also after a failure. Each object appears only when its upload is complete
+    (S3 makes a single or multipart upload visible at once), under its final key.
+    """
+
+    s3: S3Resource
+    bucket: str
+    prefix: str = ""
+    scratch: str
+    """A local folder for downloads and outputs in the making; no other machine reads it."""
+
+    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
+        sha256 = sha256_file(upload)
+        if not sha256.startswith(content_hash_of(key)):
+            raise UploadError(f"the upload changed after it was seen: its content no longer matches {key}")
+        file = original_file_name(name)
+        self._upload(upload, self.path(key, file))
+        return self._source_record(key, file, name, name_ref, sha256)
+
+    @contextmanager
+    def fetch(self, key: str, file: str) -> Iterator[Path]:
+        with self._scratch_folder("fetch-") as folder:
+            local = folder / Path(file).name
+            self._client().download_file(self.bucket, self._object(self.path(key, file)), str(local))
+            yield local
+
+    @contextmanager
+    def publishing(self, key: str, folder: str) -> Iterator[Path]:
+        """Upload what the block left in its folder, each file under its final key; nothing on an error.
+
+        Multipart uploads under the folder that a killed worker left unfinished are aborted first
+        (one step at a time publishes a video's folder)."""
+        target = self.path(key, folder)
+        self._abort_unfinished_uploads(target + "/")
+        with self._scratch_folder("publish-") as local:
+            yield local
+            for path in sorted(local.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    self._upload(path, f"{target}/{path.name}")
+
+    def location(self, key: str, file: str = "") -> str:
+        return f"s3://{self.bucket}/{self._object(self.path(key, file))}"
+
+    def record_failed_run(self, entry: dict) -> None:
+        """One object per failed run: ``<prefix>failed_runs/<time>-<run id>.json`` (objects cannot be appended to)."""
+        record = {"failed_at": _now(), **entry}
+        stamp = re.sub(r"[^0-9T]", "", record["failed_at"])
+        self._write(
+            f"failed_runs/{stamp}-{entry.get('run_id', 'run')}.json", json.dumps(record, sort_keys=True).encode()
+        )
+
+    def _client(self) -> Any:
+        return self.s3.get_client()
+
+    def _object(self, path: str) -> str:
+        return f"{self.prefix}{path}"
+
+    @contextmanager
+    def _scratch_folder(self, kind: str) -> Iterator[Path]:
+        Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=kind, dir=self.scratch))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _upload(self, local: Path, path: str) -> None:
+        """A streamed upload (multipart for large files, aborted by boto3 if it fails)."""
+        self._client().upload_file(
+            str(local), self.bucket, self._object(path), ExtraArgs={"ContentType": content_type(local.name)}
+        )
+
+    def _abort_unfinished_uploads(self, path_prefix: str) -> None:
+        client = self._client()
+        listing = client.list_multipart_uploads(Bucket=self.bucket, Prefix=self._object(path_prefix))
+        for upload in listing.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+    def _read(self, path: str) -> bytes | None:
+        client = self._client()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=self._object(path))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._client().put_object(Bucket=self.bucket, Key=self._object(path), Body=data, ContentType=content_type(path))
+
+    def _size(self, path: str) -> int | None:
+        client = self._client()
+        try:
+            return client.head_object(Bucket=self.bucket, Key=self._object(path))["ContentLength"]
+        except client.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _remove(self, path: str) -> None:
+        client = self._client()
+        keys = [self._object(path)]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._object(path + "/")
+        ):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
+        """One listing of the videos' folders (not of their files), then one HEAD per video that
+        ends with ``key_ending``: a sensor asking for one content hash makes one or two requests
+        per thousand videos."""
+        videos = []
+        pages = (
+            self._client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+        )
+        for page in pages:
+            for folder in page.get("CommonPrefixes", []):
+                video = folder["Prefix"][len(self.prefix) :].rstrip("/")
+                if video.endswith(key_ending) and is_partition_key(video):
+                    videos.append(video)
+        return sorted(video for video in videos if self._size(self.path(video, file)) is not None)

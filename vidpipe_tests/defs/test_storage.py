@@ -1,0 +1,220 @@
+"""Both storages behave alike (``VideoStorage``), the S3 one against a real S3 server (SeaweedFS on loopback)."""
+
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from vidpipe.definitions import deployment_resources
+from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage
+from vidpipe.media.errors import InvalidMediaError, InvalidVideoKeyError, UploadError
+from vidpipe.media.files import sha256_file
+from vidpipe.media.keys import partition_key
+from vidpipe_tests.harness import BUCKET, Pipeline, s3_resource
+
+
+def s3_storage(server, scratch: Path) -> S3VideoStorage:
+    """A storage under a prefix of its own in the shared bucket."""
+    return S3VideoStorage(
+        s3=s3_resource(server), bucket=BUCKET, prefix=f"{uuid.uuid4().hex[:8]}/", scratch=str(scratch)
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path) -> VideoStorage:
+    if request.param == "local":
+        return LocalVideoStorage(root=str(tmp_path / "storage"))
+    return s3_storage(request.getfixturevalue("s3_server"), tmp_path / "scratch")
+
+
+def objects(server, prefix: str) -> dict[str, dict]:
+    client = server.client()
+    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {item["Key"][len(prefix) :]: item for item in listing}
+
+
+def upload_of(tmp_path: Path, name: str = "holiday.mp4", content: bytes = b"not really a video") -> tuple[str, Path]:
+    upload = tmp_path / name
+    upload.write_bytes(content)
+    return partition_key(name, sha256_file(upload)), upload
+
+
+def test_an_original_is_kept_byte_for_byte_and_read_back(storage, tmp_path):
+    key, upload = upload_of(tmp_path)
+    assert storage.stored_original(key) is None
+    stored = storage.store_original(key, upload, "Holiday.MP4", "holiday.mp4")
+    assert (stored.file, stored.sha256) == ("source.mp4", sha256_file(upload))
+    assert storage.stored_original(key) == stored
+    with storage.fetch(key, stored.file) as local:
+        assert local.read_bytes() == upload.read_bytes()
+    assert storage.stored_size(key, "source.mp4") == upload.stat().st_size
+
+
+def test_an_upload_whose_content_changed_is_refused(storage, tmp_path):
+    key, upload = upload_of(tmp_path)
+    upload.write_bytes(b"something else")
+    with pytest.raises(UploadError):
+        storage.store_original(key, upload, "holiday.mp4", "holiday.mp4")
+    assert storage.stored_original(key) is None
+
+
+def test_published_files_appear_only_when_the_block_succeeds(storage, tmp_path):
+    key, _ = upload_of(tmp_path)
+
+    def failing_encode() -> None:
+        with storage.publishing(key, "renditions") as folder:
+            (folder / "h264_360p.mp4").write_bytes(b"half an encode")
+            raise RuntimeError("ffmpeg failed")
+
+    with pytest.raises(RuntimeError):
+        failing_encode()
+    if isinstance(storage, S3VideoStorage):  # the local folder is where the writers publish by rename
+        assert storage.stored_size(key, "renditions/h264_360p.mp4") is None
+    with storage.publishing(key, "renditions") as folder:
+        (folder / "h264_360p.mp4").write_bytes(b"a whole encode")
+        assert storage.stored_size(key, "renditions/h264_240p.mp4") is None
+    assert storage.stored_size(key, "renditions/h264_360p.mp4") == len(b"a whole encode")
+    storage.publish_file(key, "manifest.json", b"{}")
+    storage.withdraw_outputs(key)
+    assert storage.stored_size(key, "renditions/h264_360p.mp4") is None
+    assert storage.stored_size(key, "manifest.json") is None
+
+
+def test_records_rejections_and_forgetting(storage, tmp_path):
+    key, upload = upload_of(tmp_path)
+    other, _ = upload_of(tmp_path, "other.mp4", b"other content")
+    storage.store_original(key, upload, "holiday.mp4", "holiday.mp4")
+    storage.record_renditions(key, {"h264_360p": {"argv": ["ffmpeg"]}})
+    storage.record_renditions(key, {"h264_240p": {"argv": ["ffmpeg", "-y"]}})
+    assert {name: r["argv"] for name, r in storage.rendition_records(key).items()} == {
+        "h264_360p": ["ffmpeg"],
+        "h264_240p": ["ffmpeg", "-y"],
+    }
+    storage.record_rejection(key, InvalidMediaError("not a video: the file is text"))
+    storage.record_rejection(other, InvalidMediaError("not a video: the file is empty"))
+    assert storage.rejection_reason(key) == "not a video: the file is text"
+    assert [(r["video"], r["original"]) for r in storage.rejections()] == sorted([(key, "source.mp4"), (other, None)])
+    assert storage.rejected_video(key.rsplit("-", 1)[1]) == key
+    assert storage.rejected_video("0" * 12) is None
+    storage.clear_rejection(key)
+    assert storage.rejection_reason(key) is None and storage.rejected_video(key.rsplit("-", 1)[1]) is None
+    storage.forget(key)
+    assert storage.stored_original(key) is None and storage.rendition_records(key) == {}
+    assert storage.rejection_reason(other) is not None, "forgetting one video leaves the others"
+
+
+@pytest.mark.parametrize("key", ["../escape-0123456789ab", "/etc-0123456789ab", "a/b-0123456789ab", ""])
+def test_a_key_that_could_leave_the_storage_is_refused(storage, key, tmp_path):
+    with pytest.raises(InvalidVideoKeyError, match="is not a video key"):
+        storage.stored_original(key)
+    with pytest.raises(InvalidVideoKeyError), storage.publishing(key, "renditions"):
+        pass
+
+
+def test_s3_objects_carry_the_content_types_players_need_and_scratch_is_emptied(s3_server, tmp_path):
+    storage = s3_storage(s3_server, tmp_path / "scratch")
+    key, _ = upload_of(tmp_path)
+    with storage.publishing(key, "renditions") as folder:
+        for name in ("h264_360p.mp4", "vp9_360p.webm", "audio.m4a", "thumb.jpg", "thumb.webp"):
+            (folder / name).write_bytes(b"x")
+    storage.publish_file(key, "manifest.json", b"{}")
+    client = s3_server.client()
+    types = {
+        name: client.head_object(Bucket=BUCKET, Key=f"{storage.prefix}{key}/{name}")["ContentType"]
+        for name in ("renditions/h264_360p.mp4", "renditions/vp9_360p.webm", "renditions/audio.m4a",
+                     "renditions/thumb.jpg", "renditions/thumb.webp", "manifest.json")
+    }  # fmt: skip
+    assert types == {
+        "renditions/h264_360p.mp4": "video/mp4",
+        "renditions/vp9_360p.webm": "video/webm",
+        "renditions/audio.m4a": "audio/mp4",
+        "renditions/thumb.jpg": "image/jpeg",
+        "renditions/thumb.webp": "image/webp",
+        "manifest.json": "application/json",
+    }
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_large_file_is_uploaded_in_parts_and_an_unfinished_upload_is_aborted(s3_server, tmp_path):
+    storage = s3_storage(s3_server, tmp_path / "scratch")
+    key, _ = upload_of(tmp_path)
+    client = s3_server.client()
+    # What a worker killed in the middle of a multipart upload leaves: parts, and no object.
+    leftover = f"{storage.prefix}{key}/renditions/h264_1080p.mp4"
+    started = client.create_multipart_upload(Bucket=BUCKET, Key=leftover)
+    client.upload_part(Bucket=BUCKET, Key=leftover, UploadId=started["UploadId"], PartNumber=1, Body=b"x" * 2**20)
+    large = 20 * 2**20
+    with storage.publishing(key, "renditions") as folder:
+        (folder / "h264_1080p.mp4").write_bytes(bytes(range(256)) * (large // 256))
+    head = client.head_object(Bucket=BUCKET, Key=leftover)
+    assert head["ContentLength"] == large and "-" in head["ETag"], "not a multipart upload"
+    assert client.list_multipart_uploads(Bucket=BUCKET, Prefix=storage.prefix).get("Uploads", []) == []
+    with storage.fetch(key, "renditions/h264_1080p.mp4") as local:
+        assert local.stat().st_size == large
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_video_processed_on_s3_storage_is_complete_and_consistent_whenever_it_is_looked_at(
+    s3_server, phone_clip, tmp_path
+):
+    """Nothing half-written is ever listed: every object, once seen, keeps its size to the end; the manifest comes last."""
+    storage = s3_storage(s3_server, tmp_path / "scratch")
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for name, item in objects(s3_server, storage.prefix).items():
+                seen.setdefault(name, item["Size"])
+
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(instance, tmp_path / "unused")
+        pipeline.resources["storage"] = storage
+        key = pipeline.add(phone_clip)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            result = pipeline.materialize(key, upload=phone_clip)
+        finally:
+            done.set()
+            watcher.join()
+    assert result.success
+    final = objects(s3_server, storage.prefix)
+    manifest = json.loads(
+        s3_server.client().get_object(Bucket=BUCKET, Key=f"{storage.prefix}{key}/manifest.json")["Body"].read()
+    )
+    published = {f"{key}/{entry['path']}": entry for entry in [*manifest["renditions"], *manifest["thumbnails"]]}
+    assert set(published) <= set(final)
+    for name, rendition in ((f"{key}/{r['path']}", r) for r in manifest["renditions"]):
+        assert final[name]["Size"] == rendition["bytes"]
+    records = {f"{key}/{name}" for name in ("source.json", "encode.json")}
+    assert set(final) == {*published, *records, f"{key}/source.mov", f"{key}/manifest.json"}
+    changed = {
+        name: (size, final[name]["Size"])
+        for name, size in seen.items()
+        if name not in records and final.get(name, {}).get("Size") != size
+    }
+    assert {f"{key}/source.mov", *published} <= set(seen), "the watcher missed objects: it proves nothing"
+    assert changed == {}, "an object was seen before it was complete, or a temporary one was listed"
+    manifest_time = final[f"{key}/manifest.json"]["LastModified"]
+    assert all(final[name]["LastModified"] <= manifest_time for name in published), "the manifest was not written last"
+    original = s3_server.client().get_object(Bucket=BUCKET, Key=f"{storage.prefix}{key}/source.mov")["Body"].read()
+    assert original == phone_clip.read_bytes()
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_the_deployment_reaches_the_s3_server_from_the_standard_aws_variables_alone(s3_server, monkeypatch, tmp_path):
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    prefix = f"env-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("VIDPIPE_STORAGE", f"s3://{BUCKET}/{prefix}/")
+    monkeypatch.setenv("VIDPIPE_SCRATCH", str(tmp_path / "scratch"))
+    storage = deployment_resources()["storage"]
+    key, upload = upload_of(tmp_path)
+    storage.store_original(key, upload, "holiday.mp4", "holiday.mp4")
+    assert set(objects(s3_server, f"{prefix}/")) == {f"{key}/source.mp4", f"{key}/source.json"}
+    with storage.fetch(key, "source.mp4") as local:
+        assert local.read_bytes() == upload.read_bytes()
