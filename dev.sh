@@ -3,16 +3,22 @@
 #   ./dev.sh run    set everything up, then start the Dagster UI + daemon with the upload sensor on
 #   ./dev.sh test   set everything up, lint, then run the whole test suite (extra args go to pytest)
 #   ./dev.sh lint   ruff check, ruff format --check and mypy (what ./dev.sh test runs first)
+#   ./dev.sh cluster  the many-machine deployment on this machine: PostgreSQL, Redis, an S3 server,
+#                     the UI and daemon, two Celery workers (README, "Running on many machines")
 set -euo pipefail
 cd "$(dirname "$0")"
 PROJECT_DIR=$(pwd)
 
-install_system_packages() {
+install_system_packages() {  # with "cluster": also what the cluster and its tests need
   local missing=()
   command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
   command -v python3 >/dev/null || missing+=(python3)
   command -v setpriv >/dev/null || missing+=(util-linux)  # runs ffmpeg with a parent-death signal
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  if [ "${1:-}" = cluster ]; then  # Dagster's instance and Celery's broker
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+  fi
   [ ${#missing[@]} -eq 0 ] && return
   echo "installing system packages: ${missing[*]}"
   local sudo=""
@@ -63,7 +69,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    install_system_packages
+    install_system_packages cluster
     install_python_packages
     lint
     exec .venv/bin/python -m pytest "$@"
@@ -72,8 +78,13 @@ case "${1:-}" in
     install_python_packages
     lint
     ;;
+  cluster)
+    install_system_packages cluster
+    install_python_packages
+    exec "$PROJECT_DIR/.venv/bin/vidpipe-cluster"
+    ;;
   *)
-    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] | ./dev.sh lint" >&2
+    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] | ./dev.sh lint | ./dev.sh cluster" >&2
     exit 2
     ;;
 esac

@@ -10,7 +10,7 @@ from dagster_aws.s3 import S3Resource
 from vidpipe import settings
 from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.console import operator_console
-from vidpipe.defs.executor import executor_run_config, step_executor
+from vidpipe.defs.executor import deployment_executor, executor_run_config
 from vidpipe.defs.rejections import forget_rejected_uploads
 from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource, S3Inbox, step_values
 from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
@@ -34,7 +34,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
     )
     return dg.Definitions(
         assets=build_assets(ladder),
-        executor=step_executor,
+        executor=deployment_executor(),
         jobs=[process_video, forget_rejected_uploads],
         loggers={"console": operator_console},
         sensors=[build_upload_sensor(process_video), failed_video_runs],

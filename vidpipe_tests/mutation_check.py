@@ -81,8 +81,20 @@ MUTATIONS = {
         ["vidpipe_tests/media/test_real_world.py", "-k", "ninety_percent"],
     ),
     "settle_by_mtime": (
-        "vidpipe/inbox.py", "present[entry.name] = info.st_ctime_ns", "present[entry.name] = info.st_mtime_ns",
+        "vidpipe/inbox.py", "Seen(info.st_ctime_ns, str(info.st_ctime_ns)", "Seen(info.st_mtime_ns, str(info.st_mtime_ns)",
         ["vidpipe_tests/test_inbox.py", "-k", "ctime"],
+    ),
+    "s3_overwrite_unseen": (
+        "vidpipe/inbox.py", 'version = f"{changed}:{item[\'Size\']}:{etag}"', 'version = f"{changed}"',
+        ["vidpipe_tests/defs/test_s3_inbox.py", "-k", "directly_under"],
+    ),
+    "watermark_passes_multipart": (
+        "vidpipe/inbox.py", "    if unfinished_since_ns is not None:", "    if False:",
+        ["vidpipe_tests/defs/test_s3_inbox.py", "-k", "multipart"],
+    ),
+    "s3_publishes_on_failure": (
+        "vidpipe/defs/storage.py", "            yield local\n            for path", "            try:\n                yield local\n            finally:\n              for path",
+        ["vidpipe_tests/defs/test_storage.py", "-k", "appear_only"],
     ),
     "rejected_partition_kept": (
         "vidpipe/defs/sensors.py", "        withdraw_partition(context.instance, video)\n", "",

@@ -21,9 +21,9 @@ from vidpipe_tests.harness import (
     RUN_TIMEOUT,
     SETTLE_SECONDS,
     STARTUP_TIMEOUT,
-    DagsterStack,
     code_location_loaded,
     fail_on_sensor_error,
+    materialized_partitions,
     process_video_runs,
     sensor_ticks,
     upload,
@@ -33,21 +33,6 @@ from vidpipe_tests.harness import (
 SENSOR_TIMEOUT = 30
 TICK_TIMEOUT = 20
 
-PARTITION_STATUSES = """
-query PartitionStatuses($assetKey: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $assetKey) {
-    __typename
-    ... on AssetNode {
-      assetPartitionStatuses {
-        __typename
-        ... on DefaultPartitionStatuses { materializedPartitions failedPartitions }
-      }
-    }
-    ... on AssetNotFoundError { message }
-  }
-}
-"""
-
 
 def succeeded_run(instance: DagsterInstance) -> RunRecord | None:
     return next((r for r in process_video_runs(instance) if r.dagster_run.status == DagsterRunStatus.SUCCESS), None)
@@ -55,15 +40,6 @@ def succeeded_run(instance: DagsterInstance) -> RunRecord | None:
 
 def completed_tick_since(instance: DagsterInstance, timestamp: float):
     return next((t for t in sensor_ticks(instance) if t.is_completed and t.timestamp >= timestamp), None)
-
-
-def materialized_partitions(stack: DagsterStack, asset_path: list[str]) -> list[str]:
-    node = stack.graphql(PARTITION_STATUSES, {"assetKey": {"path": asset_path}})["assetNodeOrError"]
-    assert node["__typename"] == "AssetNode", node
-    statuses = node["assetPartitionStatuses"]
-    assert statuses["__typename"] == "DefaultPartitionStatuses", statuses
-    assert statuses["failedPartitions"] == []
-    return statuses["materializedPartitions"]
 
 
 def assert_outputs_on_disk(video_dir: Path, key: str, sha256: str) -> None:
@@ -88,7 +64,9 @@ def test_an_upload_is_processed_once_by_the_running_daemon(dagster_stack, phone_
     with stack.logs_shown_on_failure():
         # Uploaded while the daemon starts, so its first sensor tick already finds it.
         upload(phone_clip, stack.inbox, phone_clip.name)
-        wait_until(lambda: code_location_loaded(stack), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive)
+        wait_until(
+            lambda: code_location_loaded(stack.url), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive
+        )
         wait_until(lambda: process_video_runs(stack.instance), SENSOR_TIMEOUT, "the sensor to request a run", fail_fast)
         # The same bytes again under another name, while the first copy is being processed.
         duplicate_settled_at = upload(phone_clip, stack.inbox, "same bytes again.mp4") + SETTLE_SECONDS
@@ -99,8 +77,8 @@ def test_an_upload_is_processed_once_by_the_running_daemon(dagster_stack, phone_
         key = keys[0]
         assert record.dagster_run.tags["dagster/partition"] == key
         assert_outputs_on_disk(stack.storage / key, key, sha256)
-        assert key in materialized_partitions(stack, ["video_manifest"])
-        assert key in materialized_partitions(stack, ["renditions", "h264_360p"])
+        assert key in materialized_partitions(stack.url, ["video_manifest"])
+        assert key in materialized_partitions(stack.url, ["renditions", "h264_360p"])
 
         wait_until(
             lambda: completed_tick_since(stack.instance, duplicate_settled_at),
@@ -118,7 +96,9 @@ def test_a_refused_upload_leaves_the_asset_graph_and_no_asset_shows_failed(dagst
     with stack.logs_shown_on_failure():
         upload(tiny_clip, stack.inbox, tiny_clip.name)
         upload(corpus.text_as_mov(tmp_path), stack.inbox, "notes.mov")
-        wait_until(lambda: code_location_loaded(stack), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive)
+        wait_until(
+            lambda: code_location_loaded(stack.url), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive
+        )
 
         def both_done() -> list[RunRecord] | None:
             records = stack.instance.get_run_records(RunsFilter(job_name="process_video"))
@@ -140,7 +120,7 @@ def test_a_refused_upload_leaves_the_asset_graph_and_no_asset_shows_failed(dagst
         )
         assert stack.instance.get_dynamic_partitions("videos") == [good]
         for asset_path in (["source_video"], ["thumbnail"], ["renditions", "h264_240p"], ["video_manifest"]):
-            assert materialized_partitions(stack, asset_path) == [good]  # and no failed partition
+            assert materialized_partitions(stack.url, asset_path) == [good]  # and no failed partition
         # A rung too large for the clip is neither materialized nor failed: it is missing, as it is.
-        assert materialized_partitions(stack, ["renditions", "h264_1080p"]) == []
+        assert materialized_partitions(stack.url, ["renditions", "h264_1080p"]) == []
         assert (stack.storage / refused.tags["dagster/partition"] / "rejection.json").is_file()

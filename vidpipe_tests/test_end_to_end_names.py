@@ -35,7 +35,9 @@ def test_a_bad_name_beside_good_ones_every_upload_is_processed(dagster_stack, ti
         shutil.copyfile(phone_clip, os.path.join(os.fsencode(stack.inbox), BAD_NAME))
         shutil.copyfile(tiny_clip, stack.inbox / "good-1.mp4")
         shutil.copyfile(silent_clip, stack.inbox / "good-2.mp4")
-        wait_until(lambda: code_location_loaded(stack), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive)
+        wait_until(
+            lambda: code_location_loaded(stack.url), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive
+        )
 
         def all_succeeded():
             runs = process_video_runs(stack.instance)

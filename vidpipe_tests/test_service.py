@@ -212,7 +212,9 @@ def systemctl_stop(stack: DagsterStack) -> float:
 def test_the_units_recover_a_code_server_restart_and_a_stop_mid_encode(unit_stack, long_clip):
     stack = unit_stack
     with stack.logs_shown_on_failure():
-        wait_until(lambda: code_location_loaded(stack), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive)
+        wait_until(
+            lambda: code_location_loaded(stack.url), STARTUP_TIMEOUT, "vidpipe in the webserver", stack.check_alive
+        )
         upload(long_clip, stack.inbox, long_clip.name)
         wait_until(lambda: partial_renditions(stack.storage), ENCODE_TIMEOUT, "the encode", stack.check_alive)
 

@@ -3,6 +3,7 @@
 import errno
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 
 import dagster as dg
 
+from vidpipe import settings
+from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
 from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource
 from vidpipe.defs.storage import VideoStorage
@@ -121,6 +124,7 @@ def source_video(
             "original_name_ref": stored.name_ref,
             "sha256": stored.sha256,
             "stored_at": dg.MetadataValue.path(storage.location(key, stored.file)),
+            **_made_by(),
             **info.as_metadata(),
         },
     )
@@ -183,6 +187,7 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         partitions_def=videos,
         can_subset=True,
         pool="ffmpeg",
+        op_tags={QUEUE_TAG: ENCODE_QUEUE},
         retry_policy=TRANSIENT_RETRIES,
     )
     def renditions(
@@ -293,8 +298,14 @@ def _rendition_metadata(rendition: RenditionFile, argv: list[str], location: str
         "bitrate": info.bit_rate or 0,
         "bytes": info.size_bytes,
         "ffmpeg_argv": dg.MetadataValue.json(argv),
+        **_made_by(),
         **rendition.decoding.as_metadata(),
     }
+
+
+def _made_by() -> dict[str, str]:
+    """Which machine or worker (``settings.worker_name``) and process made an output."""
+    return {"made_by": f"{settings.worker_name()}, pid {os.getpid()}"}
 
 
 def _ladder_metadata(made: RenditionSet) -> dict[str, Any]:
@@ -351,6 +362,7 @@ def thumbnail(
             "height": frame.height,
             "files": len(files),
             "folder": dg.MetadataValue.path(storage.location(source_video.key, THUMBNAILS_FOLDER)),
+            **_made_by(),
         },
     )
 

@@ -1,6 +1,8 @@
-"""How a run executes its steps: a process per step, or all in the run's own process."""
+"""How a run executes its steps: a process per step, or all in the run's own process; or, on a
+cluster, each step on a Celery worker."""
 
 import dagster as dg
+from dagster_celery import celery_executor
 
 from vidpipe import settings
 
@@ -31,6 +33,32 @@ step_executor = dg.multi_or_in_process_executor.configured(
         )
     },
 )
+
+
+ENCODE_QUEUE = "encode"
+"""The Celery queue of the encode step (``QUEUE_TAG`` on the renditions op); every other step goes to
+``dagster``, dagster-celery's default. A worker started with ``-q encode`` alone is an encode machine."""
+QUEUE_TAG = "dagster-celery/queue"
+
+
+def celery_step_executor(broker: str) -> dg.ExecutorDefinition:
+    """``step_executor``'s config, with every step sent to Celery workers through ``broker`` (a Redis URL,
+    also the result backend). ``in_one_process`` is accepted and has no effect: a cluster runs steps on
+    its workers whatever the upload's size."""
+    celery_config = {"broker": broker, "backend": broker}
+    return celery_executor.configured(
+        lambda _: celery_config,
+        name="vidpipe_celery_executor",
+        config_schema={
+            "in_one_process": dg.Field(bool, default_value=False, description="No effect with Celery workers.")
+        },
+    )
+
+
+def deployment_executor() -> dg.ExecutorDefinition:
+    """``celery_step_executor`` when ``VIDPIPE_CELERY_BROKER`` is set, else ``step_executor``."""
+    broker = settings.celery_broker()
+    return celery_step_executor(broker) if broker else step_executor
 
 
 CONSOLE_LOG_LEVEL = "INFO"

@@ -14,8 +14,8 @@ import dagster as dg
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from PIL import Image
-from upath import UPath
 
+from vidpipe.defs.storage import VideoStorage
 from vidpipe.inbox import (
     FolderListing,
     InboxCursor,
@@ -168,29 +168,37 @@ class S3Inbox(InboxResource):
             yield local
 
 
-class StepValues(dg.UPathIOManager):
+class StepValues(dg.IOManager):
     """The values steps hand to the next ones (``SourceVideo``, ``RenditionFile``, ``RenditionSet``, …),
-    pickled under the instance's storage folder as Dagster's own filesystem IO manager keeps them.
+    pickled into the video's storage (``VideoStorage.keep_step_value``), so that a step on another
+    machine reads what the one before it wrote.
 
-    Dagster's shows each pickle's location as an asset's ``path`` row, beside the real files
-    (``stored_at``, ``file``): a person would take it for the video. This one says what it is.
+    Dagster's own IO managers keep them in the instance's local folder, which another machine cannot
+    read, and show their location as an asset's ``path`` row, beside the real files: a person would
+    take it for the video. This one adds no metadata.
     """
 
-    extension = ""
+    def __init__(self, storage: VideoStorage):
+        self.storage = storage
 
-    def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
-        with path.open("wb") as file:
-            pickle.dump(obj, file)
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        self.storage.keep_step_value(context.asset_partition_key, _value_name(context.asset_key), pickle.dumps(obj))
 
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> object:
-        with path.open("rb") as file:
-            return pickle.load(file)
+    def load_input(self, context: dg.InputContext) -> object:
+        name = _value_name(context.asset_key)
+        data = self.storage.step_value(context.asset_partition_key, name)
+        if data is None:
+            raise UploadError(f"{name} of video {context.asset_partition_key} was never made: materialize it first")
+        return pickle.loads(data)
 
-    def get_metadata(self, context: dg.OutputContext, obj: object) -> dict[str, dg.MetadataValue]:
-        return {"path": dg.MetadataValue.text("not a video file: Dagster's copy of this result for the steps after it")}
+
+def _value_name(asset_key: dg.AssetKey) -> str:
+    return "/".join(asset_key.path)
 
 
-@dg.io_manager(description="Values passed between steps, pickled under the instance's storage folder.")
+@dg.io_manager(
+    required_resource_keys={"storage"},
+    description="Values passed between steps, pickled into the video's storage beside its original.",
+)
 def step_values(init_context: dg.InitResourceContext) -> StepValues:
-    assert init_context.instance is not None  # a run's resources always have one
-    return StepValues(base_path=UPath(init_context.instance.storage_directory()))
+    return StepValues(init_context.resources.storage)

@@ -1,7 +1,8 @@
 """Where originals, outputs and records live: one interface, a local and an S3 implementation.
 
-A video's files sit under its key (``media.manifest``'s layout): ``source.<ext>`` and the
-records ``source.json``, ``encode.json`` and ``rejection.json`` (private), ``renditions/…``,
+A video's files sit under its key (``media.manifest``'s layout): ``source.<ext>``, the
+records ``source.json``, ``encode.json`` and ``rejection.json`` and the values steps hand on,
+``steps/…`` (private), ``renditions/…``,
 ``thumbnails/…`` and ``manifest.json`` (public). Assets only use ``VideoStorage``'s public
 methods, and hand each other keys and names, never local paths: the next step may run on
 another machine. Steps work on local files: ``fetch`` gives a local copy to read, and
@@ -46,6 +47,7 @@ ENCODE_RECORD_FILE = "encode.json"
 SOURCE_RECORD_FILE = "source.json"
 OUTPUT_FOLDERS = (RENDITIONS_FOLDER, THUMBNAILS_FOLDER)
 FAILED_RUNS_FILE = "failed_runs.jsonl"
+STEP_VALUES_FOLDER = "steps"
 CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".m4a": "audio/mp4",
@@ -214,6 +216,14 @@ class VideoStorage(dg.ConfigurableResource):
         record = self._read_json(self.path(key, ENCODE_RECORD_FILE))
         return {} if record is None else record.get("renditions", {})
 
+    def keep_step_value(self, key: str, name: str, data: bytes) -> None:
+        """Keep a value one step hands to the next (private, under ``steps/``), replacing an earlier one."""
+        self._write(self.path(key, f"{STEP_VALUES_FOLDER}/{name}.pickle"), data)
+
+    def step_value(self, key: str, name: str) -> bytes | None:
+        """The value kept by ``keep_step_value``, if any."""
+        return self._read(self.path(key, f"{STEP_VALUES_FOLDER}/{name}.pickle"))
+
     def _source_record(self, key: str, file: str, name: str, name_ref: str, sha256: str) -> StoredOriginal:
         self._write_json(
             self.path(key, SOURCE_RECORD_FILE), {"name": name, "name_ref": name_ref, "sha256": sha256, "file": file}
@@ -358,8 +368,9 @@ class S3VideoStorage(VideoStorage):
 
     def record_failed_run(self, entry: dict) -> None:
         """One object per failed run: ``<prefix>failed_runs/<time>-<run id>.json`` (objects cannot be appended to)."""
-        record = {"failed_at": _now(), **entry}
-        stamp = re.sub(r"[^0-9T]", "", record["failed_at"])
+        now = datetime.now(timezone.utc)
+        record = {"failed_at": now.isoformat(timespec="seconds"), **entry}
+        stamp = now.strftime("%Y%m%dT%H%M%S")
         self._write(
             f"failed_runs/{stamp}-{entry.get('run_id', 'run')}.json", json.dumps(record, sort_keys=True).encode()
         )

@@ -1,0 +1,153 @@
+"""``vidpipe-cluster`` (``./dev.sh cluster``): the many-machine deployment, tried on one machine.
+
+It starts, on loopback with their data under ``data/cluster/``: PostgreSQL (Dagster's
+instance), Redis (Celery's broker), an S3 server (SeaweedFS) with the bucket ``vidpipe``; then
+``dagster dev`` (webserver and daemon) on that instance, and two Celery workers, each with a
+scratch folder of its own. Uploads go to ``s3://vidpipe/inbox/``, outputs to
+``s3://vidpipe/videos/``; no process reads another's folder or a local storage folder.
+
+``data/cluster/env`` holds the ``export`` lines that point ``vidpipe upload``, the Dagster
+CLI and boto3 at the cluster (``source data/cluster/env``). Ctrl-C or SIGTERM stops
+everything it started; each part runs under ``vidpipe-service``, which stops its whole tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from vidpipe import settings
+from vidpipe.loopback import Server, start_postgres, start_redis, start_s3_server
+
+BUCKET = "vidpipe"
+WORKERS = ("worker-1", "worker-2")
+STOP_SECONDS = 30
+INSTANCE_HEADER = """\
+# Written by vidpipe-cluster from the project's dagster.yaml, with the instance on PostgreSQL;
+# the VIDPIPE_PG_* variables say where (data/cluster/env).
+"""
+
+
+def cluster_dir() -> Path:
+    return settings.data_dir() / "cluster"
+
+
+def instance_yaml() -> str:
+    """The project's ``dagster.yaml`` with Dagster's storage in PostgreSQL (SQLAlchemy 2.1 needs the
+    psycopg2 scheme named: a bare ``postgresql://`` means psycopg 3)."""
+    config = yaml.safe_load((settings.project_dir() / "dagster.yaml").read_text())
+    config["storage"] = {
+        "postgres": {
+            "postgres_db": {
+                "hostname": {"env": "VIDPIPE_PG_HOST"},
+                "port": {"env": "VIDPIPE_PG_PORT"},
+                "username": {"env": "VIDPIPE_PG_USER"},
+                "db_name": {"env": "VIDPIPE_PG_DB"},
+                "scheme": "postgresql+psycopg2",
+            }
+        }
+    }
+    return INSTANCE_HEADER + yaml.safe_dump(config, sort_keys=False)
+
+
+def s3_credentials(root: Path) -> tuple[str, str]:
+    """The S3 server's access key and secret, made once and kept in ``root`` (readable by its owner only)."""
+    kept = root / "s3-credentials.json"
+    if not kept.exists():
+        kept.touch(mode=0o600)
+        kept.write_text(json.dumps({"access_key": "vidpipe", "secret_key": secrets.token_hex(20)}))
+    credentials = json.loads(kept.read_text())
+    return credentials["access_key"], credentials["secret_key"]
+
+
+def main() -> None:
+    root = cluster_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stop = _stop_on_signals()
+    servers: list[Server] = []
+    parts: list[subprocess.Popen[bytes]] = []
+    try:
+        print("starting PostgreSQL, Redis and the S3 server on loopback…", flush=True)
+        postgres = start_postgres(root / "postgres", log=root / "postgres.log")
+        servers.append(postgres)
+        redis = start_redis(root / "redis", log=root / "redis.log")
+        servers.append(redis)
+        s3 = start_s3_server(root / "s3", BUCKET, *s3_credentials(root), log=root / "s3.log")
+        servers.append(s3)
+        home = root / "dagster_home"
+        home.mkdir(exist_ok=True)
+        (home / "dagster.yaml").write_text(instance_yaml())
+        environment = {
+            "DAGSTER_HOME": str(home),
+            **postgres.environment(),
+            **s3.environment(),
+            "VIDPIPE_CELERY_BROKER": redis.url,
+            "VIDPIPE_INBOX": f"s3://{BUCKET}/inbox/",
+            "VIDPIPE_STORAGE": f"s3://{BUCKET}/videos/",
+        }
+        env_file = root / "env"
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment.items()))
+        service = str(Path(sys.executable).with_name("vidpipe-service"))
+        parts.append(_start([service, "dev"], environment, root, "main"))
+        for worker in WORKERS:
+            parts.append(_start([service, "worker"], {**environment, "VIDPIPE_WORKER": worker}, root, worker))
+        print(f"vidpipe UI:     http://{settings.ui_host()}:{settings.ui_port()}")
+        print(f"S3 endpoint:    {s3.endpoint}   (bucket {BUCKET})")
+        print(f"upload inbox:   {environment['VIDPIPE_INBOX']}   (source {env_file}, then: vidpipe upload FILE)")
+        print(f"outputs:        {environment['VIDPIPE_STORAGE']}")
+        print(f"workers:        {', '.join(WORKERS)} (Celery, broker {redis.url}); logs in {root}", flush=True)
+        while not stop and all(part.poll() is None for part in parts):
+            time.sleep(0.5)
+        if not stop:
+            print("vidpipe-cluster: a part stopped on its own; stopping the rest", file=sys.stderr, flush=True)
+    finally:
+        for part in parts:
+            if part.poll() is None:
+                part.send_signal(signal.SIGTERM)
+        for part in parts:
+            try:
+                part.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                part.kill()
+                part.wait()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait_stopped()
+    sys.exit(128 + stop[0] if stop else 1)
+
+
+def _start(argv: list[str], environment: dict[str, str], root: Path, name: str) -> subprocess.Popen[bytes]:
+    """One part under ``vidpipe-service``, with its own scratch folder, its output in ``<name>.log``."""
+    scratch = root / "scratch" / name
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **environment, "VIDPIPE_SCRATCH": str(scratch)}
+    with open(root / f"{name}.log", "ab") as log:
+        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
+def _stop_on_signals() -> list[int]:
+    """A list that gets the number of the first SIGTERM, SIGINT or SIGHUP received."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, note)
+    return received
+
+
+if __name__ == "__main__":
+    main()
