@@ -24,6 +24,12 @@ from urllib.parse import quote, unquote_to_bytes
 from vidpipe.media.errors import UploadError
 from vidpipe.media.files import HASH_CHUNK, sha256_file
 
+SETTLE_SECONDS = 2.0
+"""How long an upload must stay unchanged before it is taken (``VIDPIPE_SETTLE_SECONDS``)."""
+EMPTY_SETTLE_SECONDS = 60.0
+"""How long an empty file must stay empty: uploaders often create the file first and write it later."""
+HASH_BUDGET_SECONDS = 20.0
+"""How long one scan may spend hashing uploads (after at least one per pass)."""
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".filepart", "~")
 READABLE_NAME_CHARS = 200
 _NAME_REF_SAFE = " !#$&'()+,;=@[]^`{}~"
@@ -241,9 +247,9 @@ def scan_inbox(
     inbox: Path | InboxListing,
     cursor: InboxCursor,
     *,
-    settle_seconds: float,
-    empty_settle_seconds: float = 60.0,
-    hash_budget_seconds: float = 20.0,
+    settle_seconds: float = SETTLE_SECONDS,
+    empty_settle_seconds: float = EMPTY_SETTLE_SECONDS,
+    hash_budget_seconds: float = HASH_BUDGET_SECONDS,
     wait_for_settling_seconds: float = 0.0,
     now_ns: int | None = None,
 ) -> InboxScan:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from vidpipe.inbox import SETTLE_SECONDS
 from vidpipe.media.ffmpeg_calls import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -120,7 +121,7 @@ def worker_name() -> str:
 
 def settle_seconds() -> float:
     """``VIDPIPE_SETTLE_SECONDS``: how long an upload must stay unchanged to count as finished."""
-    text = os.environ.get("VIDPIPE_SETTLE_SECONDS") or "2"
+    text = os.environ.get("VIDPIPE_SETTLE_SECONDS") or str(SETTLE_SECONDS)
     try:
         return float(text)
     except ValueError:

@@ -17,6 +17,9 @@ from PIL import Image
 
 from vidpipe.defs.storage import VideoStorage
 from vidpipe.inbox import (
+    EMPTY_SETTLE_SECONDS,
+    HASH_BUDGET_SECONDS,
+    SETTLE_SECONDS,
     FolderListing,
     InboxCursor,
     InboxListing,
@@ -95,10 +98,10 @@ class InboxResource(dg.ConfigurableResource):
     """Where uploads arrive, which the sensor watches and the only place runs take uploads from:
     a folder (``FolderInbox``) or an S3 prefix (``S3Inbox``)."""
 
-    settle_seconds: float = 2.0
-    empty_settle_seconds: float = 60.0
+    settle_seconds: float = SETTLE_SECONDS
+    empty_settle_seconds: float = EMPTY_SETTLE_SECONDS
     """An empty file is not an upload until it has stayed empty this long (it may be written later)."""
-    hash_budget_seconds: float = 20.0
+    hash_budget_seconds: float = HASH_BUDGET_SECONDS
     one_process_below_bytes: int = 32 * 2**20
     """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
 
