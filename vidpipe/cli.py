@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,11 +144,7 @@ def upload_file(path: Path, inbox: Path) -> Path:
     if not path.is_file():
         raise UserFacingError(f"no such file: {readable_name(str(path))}")
     inbox.mkdir(parents=True, exist_ok=True)
-    target = inbox / path.name
-    number = 1
-    while target.exists():
-        target = inbox / f"{path.stem}-{number}{path.suffix}"
-        number += 1
+    target = inbox / _unused_name(path, lambda name: (inbox / name).exists())
     temporary = temporary_sibling(target)
     progress = TerminalProgress(f"uploading {readable_name(path.name)}")
     total = path.stat().st_size
@@ -175,10 +171,7 @@ def upload_object(path: Path, inbox: settings.S3Location) -> str:
     if not path.is_file():
         raise UserFacingError(f"no such file: {readable_name(str(path))}")
     client = _s3_client()
-    name, number = path.name, 1
-    while _object_exists(client, inbox.bucket, inbox.prefix + name):
-        name = f"{path.stem}-{number}{path.suffix}"
-        number += 1
+    name = _unused_name(path, lambda name: _object_exists(client, inbox.bucket, inbox.prefix + name))
     progress = TerminalProgress(f"uploading {readable_name(path.name)}")
     total, sent = path.stat().st_size, 0
 
@@ -215,13 +208,24 @@ def _s3_client() -> Any:
     return S3Resource().get_client()
 
 
+def _unused_name(path: Path, taken: Callable[[str], bool]) -> str:
+    """``path``'s name, or ``<stem>-1<suffix>``, ``-2``, … if the inbox has that name already."""
+    name, number = path.name, 1
+    while taken(name):
+        name = f"{path.stem}-{number}{path.suffix}"
+        number += 1
+    return name
+
+
 def _object_exists(client: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
+
+    from vidpipe.defs.storage import is_missing
 
     try:
         client.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(err):
             return False
         raise
     return True

@@ -41,10 +41,7 @@ def run_log_file() -> Path:
 def inbox_location(given: str | None = None) -> Path | S3Location:
     """``VIDPIPE_INBOX`` (or ``given``): the folder, or ``s3://bucket/prefix/``, uploads are dropped
     into (for S3, reached as ``storage_location`` says)."""
-    text = given or os.environ.get("VIDPIPE_INBOX") or ""
-    if text.startswith("s3://"):
-        return S3Location.parse("VIDPIPE_INBOX", text)
-    return Path(text or data_dir() / "inbox").resolve()
+    return _location("VIDPIPE_INBOX", given or os.environ.get("VIDPIPE_INBOX"), data_dir() / "inbox")
 
 
 @dataclass(frozen=True)
@@ -69,10 +66,13 @@ def storage_location() -> Path | S3Location:
     For S3, the standard AWS variables say where and as whom (``AWS_ENDPOINT_URL`` for a server
     other than AWS's, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or an instance role, ``AWS_REGION``).
     """
-    text = os.environ.get("VIDPIPE_STORAGE") or ""
-    if text.startswith("s3://"):
-        return S3Location.parse("VIDPIPE_STORAGE", text)
-    return Path(text or data_dir() / "storage").resolve()
+    return _location("VIDPIPE_STORAGE", os.environ.get("VIDPIPE_STORAGE"), data_dir() / "storage")
+
+
+def _location(variable: str, text: str | None, default: Path) -> Path | S3Location:
+    if text and text.startswith("s3://"):
+        return S3Location.parse(variable, text)
+    return Path(text or default).resolve()
 
 
 def scratch_dir() -> Path:

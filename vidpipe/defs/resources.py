@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import tempfile
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,7 +14,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from PIL import Image
 
-from vidpipe.defs.storage import VideoStorage
+from vidpipe.defs.storage import VideoStorage, downloaded, is_missing
 from vidpipe.inbox import (
     EMPTY_SETTLE_SECONDS,
     HASH_BUDGET_SECONDS,
@@ -158,17 +157,13 @@ class S3Inbox(InboxResource):
     @contextmanager
     def fetch(self, name_ref: str) -> Iterator[Path]:
         name = upload_name(name_ref)
-        Path(self.scratch).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="upload-", dir=self.scratch) as folder:
-            local = Path(folder) / "upload"
-            client = self.s3.get_client()
-            try:
-                client.download_file(self.bucket, self.prefix + name, str(local))
-            except ClientError as err:
-                if err.response["Error"]["Code"] in ("404", "NoSuchKey"):
-                    raise UploadError(f"the upload '{readable_name(name)}' is no longer in the inbox") from None
-                raise
-            yield local
+        try:
+            with downloaded(self.s3.get_client(), self.bucket, self.prefix + name, self.scratch, "upload") as local:
+                yield local
+        except ClientError as err:
+            if is_missing(err):
+                raise UploadError(f"the upload '{readable_name(name)}' is no longer in the inbox") from None
+            raise
 
 
 class StepValues(dg.IOManager):

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from vidpipe.media.errors import InvalidVideoKeyError, UploadError, VidpipeError
 from vidpipe.media.files import (
@@ -61,6 +63,31 @@ CONTENT_TYPES = {
 
 def content_type(name: str) -> str:
     return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+
+
+def is_missing(err: ClientError) -> bool:
+    """Whether an S3 request failed because there is no such object (GET says NoSuchKey, HEAD only 404)."""
+    return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
+
+
+@contextmanager
+def scratch_folder(scratch: str, kind: str) -> Iterator[Path]:
+    """A fresh folder in this machine's ``scratch``, removed with what it holds when the block ends."""
+    Path(scratch).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=kind, dir=scratch))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def downloaded(client: Any, bucket: str, key: str, scratch: str, name: str) -> Iterator[Path]:
+    """Object ``key`` streamed into a scratch folder as ``name``, for the block's duration."""
+    with scratch_folder(scratch, "fetch-") as folder:
+        local = folder / name
+        client.download_file(bucket, key, str(local))
+        yield local
 
 
 def _now() -> str:
@@ -333,6 +360,7 @@ class S3VideoStorage(VideoStorage):
     prefix: str = ""
     scratch: str
     """A local folder for downloads and outputs in the making; no other machine reads it."""
+    _boto_client: Any = PrivateAttr(default=None)
 
     def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
         sha256 = sha256_file(upload)
@@ -344,9 +372,9 @@ class S3VideoStorage(VideoStorage):
 
     @contextmanager
     def fetch(self, key: str, file: str) -> Iterator[Path]:
-        with self._scratch_folder("fetch-") as folder:
-            local = folder / Path(file).name
-            self._client().download_file(self.bucket, self._object(self.path(key, file)), str(local))
+        with downloaded(
+            self._client(), self.bucket, self._object(self.path(key, file)), self.scratch, Path(file).name
+        ) as local:
             yield local
 
     @contextmanager
@@ -357,7 +385,7 @@ class S3VideoStorage(VideoStorage):
         (one step at a time publishes a video's folder)."""
         target = self.path(key, folder)
         self._abort_unfinished_uploads(target + "/")
-        with self._scratch_folder("publish-") as local:
+        with scratch_folder(self.scratch, "publish-") as local:
             yield local
             for path in sorted(local.iterdir()):
                 if path.is_file() and not path.name.startswith("."):
@@ -376,19 +404,13 @@ class S3VideoStorage(VideoStorage):
         )
 
     def _client(self) -> Any:
-        return self.s3.get_client()
+        """One boto3 client per storage (thread-safe; making one costs tens of milliseconds)."""
+        if self._boto_client is None:
+            self._boto_client = self.s3.get_client()
+        return self._boto_client
 
     def _object(self, path: str) -> str:
         return f"{self.prefix}{path}"
-
-    @contextmanager
-    def _scratch_folder(self, kind: str) -> Iterator[Path]:
-        Path(self.scratch).mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=kind, dir=self.scratch))
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def _upload(self, local: Path, path: str) -> None:
         """A streamed upload (multipart for large files, aborted by boto3 if it fails)."""
@@ -416,8 +438,8 @@ class S3VideoStorage(VideoStorage):
         client = self._client()
         try:
             return client.head_object(Bucket=self.bucket, Key=self._object(path))["ContentLength"]
-        except client.exceptions.ClientError as err:
-            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        except ClientError as err:
+            if is_missing(err):
                 return None
             raise
 
