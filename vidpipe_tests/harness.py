@@ -295,14 +295,20 @@ query PartitionStatuses($assetKey: AssetKeyInput!) {
 """
 
 
-def materialized_partitions(url: str, asset_path: list[str]) -> list[str]:
-    """The partitions of an asset the webserver at ``url`` reports materialized (none may have failed)."""
+def partition_statuses(url: str, asset_path: list[str]) -> tuple[list[str], list[str]]:
+    """The partitions of an asset the webserver at ``url`` reports materialized, and those it reports failed."""
     node = graphql(url, PARTITION_STATUSES, {"assetKey": {"path": asset_path}})["assetNodeOrError"]
     assert node["__typename"] == "AssetNode", node
     statuses = node["assetPartitionStatuses"]
     assert statuses["__typename"] == "DefaultPartitionStatuses", statuses
-    assert statuses["failedPartitions"] == []
-    return statuses["materializedPartitions"]
+    return statuses["materializedPartitions"], statuses["failedPartitions"]
+
+
+def materialized_partitions(url: str, asset_path: list[str]) -> list[str]:
+    """The partitions of an asset the webserver at ``url`` reports materialized (none may have failed)."""
+    materialized, failed = partition_statuses(url, asset_path)
+    assert failed == []
+    return materialized
 
 
 def free_port() -> int:

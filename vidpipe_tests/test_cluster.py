@@ -19,7 +19,7 @@ from vidpipe_tests.harness import (
     REPO_ROOT,
     code_location_loaded,
     free_port,
-    materialized_partitions,
+    partition_statuses,
     wait_until,
     webserver_answers,
 )
@@ -143,10 +143,16 @@ def test_uploads_to_the_s3_inbox_are_processed_by_both_workers_into_the_bucket(
                 for record in instance.fetch_materializations(asset_key, limit=10).records:
                     made_by.add(record.asset_materialization.metadata["made_by"].value.split(",")[0])
     assert made_by == set(WORKERS), made_by
+
+    # The refused upload's partition shows failed until the rejection sensor (every 10 s) withdraws it.
+    def both_materialized_none_failed() -> bool:
+        materialized, failed = partition_statuses(url, ["video_manifest"])
+        return sorted(materialized) == sorted(keys) and failed == []
+
     wait_until(
-        lambda: sorted(materialized_partitions(url, ["video_manifest"])) == sorted(keys),
-        30,
-        "the UI's GraphQL API to report both manifests materialized",
+        both_materialized_none_failed,
+        60,
+        "the UI's GraphQL API to report both manifests materialized and no partition failed",
     )
 
     # Ctrl-C or SIGTERM stops everything the cluster started.
