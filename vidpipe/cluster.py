@@ -3,7 +3,9 @@
 It starts, on loopback with their data under ``data/cluster/``: PostgreSQL (Dagster's
 instance), Redis (Celery's broker), an S3 server (SeaweedFS) with the bucket ``vidpipe``; then
 ``dagster dev`` (webserver and daemon) on that instance, and two Celery workers, each with a
-scratch folder of its own. Uploads go to ``s3://vidpipe/inbox/``, outputs to
+scratch folder of its own (run as root, each worker sees the other parts' scratch folders and the local
+storage folder empty, as on machines of their own). A worker that stops is not restarted: the others carry on, and the steps
+it was running are run again on them. Uploads go to ``s3://vidpipe/inbox/``, outputs to
 ``s3://vidpipe/videos/``; no process reads another's folder or a local storage folder.
 
 ``data/cluster/env`` holds the ``export`` lines that point ``vidpipe upload``, the Dagster
@@ -99,17 +101,35 @@ def main() -> None:
         env_file.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment.items()))
         service = str(Path(sys.executable).with_name("vidpipe-service"))
         parts.append(_start([service, "dev"], environment, root, "main"))
+        # Each worker as if on a machine of its own: the other parts' scratch folders and a local storage
+        # folder show empty to it.
+        private = {name: _scratch(root, name) for name in ("main", *WORKERS)}
+        local_storage = settings.data_dir() / "storage"
+        local_storage.mkdir(parents=True, exist_ok=True)
         for worker in WORKERS:
-            parts.append(_start([service, "worker"], {**environment, "VIDPIPE_WORKER": worker}, root, worker))
+            hidden = [local_storage, *(folder for name, folder in private.items() if name != worker)]
+            argv = _walled_off([service, "worker"], hidden)
+            parts.append(_start(argv, {**environment, "VIDPIPE_WORKER": worker}, root, worker))
         print(f"vidpipe UI:     http://{settings.ui_host()}:{settings.ui_port()}")
         print(f"S3 endpoint:    {s3.endpoint}   (bucket {BUCKET})")
         print(f"upload inbox:   {environment['VIDPIPE_INBOX']}   (source {env_file}, then: vidpipe upload FILE)")
         print(f"outputs:        {environment['VIDPIPE_STORAGE']}")
         print(f"workers:        {', '.join(WORKERS)} (Celery, broker {redis.url}); logs in {root}", flush=True)
-        while not stop and all(part.poll() is None for part in parts):
+        main_part, workers = parts[0], dict(zip(WORKERS, parts[1:], strict=True))
+        while not stop and main_part.poll() is None:
+            for name, process in list(workers.items()):
+                if process.poll() is not None:
+                    # A lost worker machine: the others carry on, and its step is run again on one of them.
+                    print(f"vidpipe-cluster: {name} stopped (exit {process.returncode}); the others carry on",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    del workers[name]
             time.sleep(0.5)
         if not stop:
-            print("vidpipe-cluster: a part stopped on its own; stopping the rest", file=sys.stderr, flush=True)
+            print(
+                "vidpipe-cluster: the UI and daemon stopped on their own; stopping the rest",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         for part in parts:
             if part.poll() is None:
@@ -127,11 +147,26 @@ def main() -> None:
     sys.exit(128 + stop[0] if stop else 1)
 
 
-def _start(argv: list[str], environment: dict[str, str], root: Path, name: str) -> subprocess.Popen[bytes]:
-    """One part under ``vidpipe-service``, with its own scratch folder, its output in ``<name>.log``."""
+def _scratch(root: Path, name: str) -> Path:
     scratch = root / "scratch" / name
     scratch.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **environment, "VIDPIPE_SCRATCH": str(scratch)}
+    return scratch
+
+
+def _walled_off(argv: list[str], hidden: list[Path]) -> list[str]:
+    """``argv`` in a mount namespace of its own in which each folder of ``hidden`` shows an empty, unwritable
+    file system in place of what it holds. Needs root (``unshare``, ``mount``); for anyone else, ``argv`` as
+    it is (the parts then share what the user can read)."""
+    if os.geteuid() != 0:
+        return argv
+    mount_each = 'while [ "$1" != -- ]; do mount -t tmpfs -o ro,size=4k,mode=0 walled-off "$1" || exit 1; shift; done'
+    script = f'{mount_each}; shift; exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *map(str, hidden), "--", *argv]
+
+
+def _start(argv: list[str], environment: dict[str, str], root: Path, name: str) -> subprocess.Popen[bytes]:
+    """One part under ``vidpipe-service``, with its own scratch folder, its output in ``<name>.log``."""
+    env = {**os.environ, **environment, "VIDPIPE_SCRATCH": str(_scratch(root, name))}
     with open(root / f"{name}.log", "ab") as log:
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 

@@ -96,7 +96,8 @@ def part_command(part: str) -> list[str]:
 
 
 def celery_config_file() -> Path:
-    """The worker's config for ``dagster-celery worker start -y``: the broker, from the environment."""
+    """The worker's config for ``dagster-celery worker start -y``: the broker, from the environment, and the
+    Celery settings a run expects of its workers."""
     return settings.dagster_home() / "celery.yaml"
 
 
@@ -105,7 +106,9 @@ def write_celery_config() -> None:
     if broker is None:
         raise SystemExit("vidpipe-service worker: set VIDPIPE_CELERY_BROKER to the Redis URL of the cluster")
     celery_config_file().parent.mkdir(parents=True, exist_ok=True)
-    celery_config_file().write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
+    from vidpipe.defs.executor import celery_app_config
+
+    celery_config_file().write_text(json.dumps({"execution": {"config": celery_app_config(broker)}}))
 
 
 def _ui_address() -> list[str]:
@@ -211,6 +214,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     if args.part == "worker":
         write_celery_config()
+        from vidpipe.defs.storage import sweep_scratch
+
+        for folder in sweep_scratch(settings.scratch_dir()):
+            print(f"vidpipe-service worker: removed {folder}, left by a worker that was killed", file=sys.stderr)
         # dagster-celery starts the worker by running ``celery``, found on PATH.
         os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     if os.environ.get("DAGSTER_HOME"):

@@ -10,6 +10,26 @@ from vidpipe.loopback import S3Server, start_s3_server
 from vidpipe_tests.clips import make_clip
 from vidpipe_tests.harness import BIN_DIR, BUCKET, REPO_ROOT, SETTLE_SECONDS, DagsterStack, free_port, stop
 
+LONGEST_FIRST = (
+    "test_cluster.py",
+    "test_service.py",
+    "test_corpus_report.py",
+    "test_recovery.py",
+    "test_rejections.py",
+    "test_end_to_end_names.py",
+    "test_end_to_end.py",
+)
+"""The files that take longest (``--durations``), started first so that the two test processes finish
+together instead of one of them starting a long file at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> Path:

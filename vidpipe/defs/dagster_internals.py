@@ -1,4 +1,5 @@
-"""Every use of Dagster's private API (``dagster._…``) in vidpipe and its tests, in one place.
+"""Every use of Dagster's private API (``dagster._…``, and one private function of dagster-celery) in vidpipe
+and its tests, in one place.
 
 Dagster is pinned (``dagster==1.13.27``); on an upgrade, this file and the tests named here
 say what to check. Everything else imports these names from here, never from ``dagster._…``.
@@ -11,17 +12,21 @@ say what to check. Everything else imports these names from here, never from ``d
 | ``DagsterRun`` | ``dagster._core.storage.dagster_run`` | ``run_launcher`` (type of the run it checks) | ``test_recovery.py`` |
 | ``LOG_RECORD_METADATA`` | ``dagster._core.log_manager.LOG_RECORD_METADATA_ATTR`` | ``console`` (a log record's run, step and event) | ``test_executor.py`` (the console and log file lines) |
 | ``EngineEventData``, ``RemoteJobOrigin``, ``RemoteRepositoryOrigin`` | ``dagster._core.events``, ``dagster._core.remote_origin`` | tests only: a run worker's pid event, a run's code location | ``test_recovery.py`` |
+| ``RetryMode`` | ``dagster._core.execution.retries`` | ``executor`` (the celery executor's step retries, on as in ``dagster_celery.celery_executor``'s default) | ``test_cluster.py`` |
+| ``submit_celery_step`` | ``dagster_celery.executor._submit_task`` (private to dagster-celery 0.29.27) | ``executor`` (sends one step to Celery; vidpipe notes the task it returns to watch its worker) | ``test_cluster.py``, ``test_executor.py::test_a_step_whose_worker_is_killed_fails_instead_of_waiting_forever`` |
 | ``StaleStatus``, ``get_stale_status_resolver`` | ``dagster._core.definitions.data_version``, ``dagster._utils.test.data_versions`` | tests only: which rungs a code change marks stale | ``test_pipeline.py`` |
 """
 
 from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.events import EngineEventData
+from dagster._core.execution.retries import RetryMode
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR as LOG_RECORD_METADATA
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData
+from dagster_celery.executor import _submit_task as submit_celery_step
 
 __all__ = [
     "LOG_RECORD_METADATA",
@@ -34,7 +39,9 @@ __all__ = [
     "InstanceRef",
     "RemoteJobOrigin",
     "RemoteRepositoryOrigin",
+    "RetryMode",
     "WorkerStatus",
+    "submit_celery_step",
 ]
 
 

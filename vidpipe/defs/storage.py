@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ from pydantic import PrivateAttr
 from vidpipe.media.errors import InvalidVideoKeyError, UploadError, VidpipeError
 from vidpipe.media.files import (
     copy_atomically_with_sha256,
+    process_alive,
     remove_orphaned_temporaries,
     sha256_file,
     write_atomically,
@@ -72,19 +74,35 @@ def is_missing(err: ClientError) -> bool:
 
 @contextmanager
 def scratch_folder(scratch: str, kind: str) -> Iterator[Path]:
-    """A fresh folder in this machine's ``scratch``, removed with what it holds when the block ends."""
+    """A fresh folder in this machine's ``scratch``, removed with what it holds when the block ends. Its
+    name carries this process's id, so that ``sweep_scratch`` finds it if the process is killed first."""
     Path(scratch).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=kind, dir=scratch))
+    folder = Path(tempfile.mkdtemp(prefix=f"{kind}-{os.getpid()}-", dir=scratch))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+_SCRATCH_FOLDER = re.compile(r"(?:fetch|publish)-(\d+)-\w+")
+
+
+def sweep_scratch(scratch: Path) -> list[Path]:
+    """Remove the scratch folders of processes that no longer run: a worker killed in the middle of a
+    step leaves its download or its outputs behind. Returns what it removed."""
+    swept = []
+    for folder in scratch.glob("*-*-*"):
+        found = _SCRATCH_FOLDER.fullmatch(folder.name)
+        if found and folder.is_dir() and not process_alive(int(found[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
+    return swept
+
+
 @contextmanager
 def downloaded(client: Any, bucket: str, key: str, scratch: str, name: str) -> Iterator[Path]:
     """Object ``key`` streamed into a scratch folder as ``name``, for the block's duration."""
-    with scratch_folder(scratch, "fetch-") as folder:
+    with scratch_folder(scratch, "fetch") as folder:
         local = folder / name
         client.download_file(bucket, key, str(local))
         yield local
@@ -385,7 +403,7 @@ class S3VideoStorage(VideoStorage):
         (one step at a time publishes a video's folder)."""
         target = self.path(key, folder)
         self._abort_unfinished_uploads(target + "/")
-        with scratch_folder(self.scratch, "publish-") as local:
+        with scratch_folder(self.scratch, "publish") as local:
             yield local
             for path in sorted(local.iterdir()):
                 if path.is_file() and not path.name.startswith("."):

@@ -37,13 +37,14 @@ def remove_orphaned_temporaries(directory: Path) -> list[Path]:
     removed = []
     for path in directory.iterdir():
         match = _TEMPORARY_NAME.match(path.name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie counts: it has not been reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

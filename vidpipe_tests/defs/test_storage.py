@@ -1,6 +1,8 @@
 """Both storages behave alike (``VideoStorage``), the S3 one against a real S3 server (SeaweedFS on loopback)."""
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -9,7 +11,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import deployment_resources
-from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage
+from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage, scratch_folder, sweep_scratch
 from vidpipe.media.errors import InvalidMediaError, InvalidVideoKeyError, UploadError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
@@ -218,3 +220,18 @@ def test_the_deployment_reaches_the_s3_server_from_the_standard_aws_variables_al
     assert set(objects(s3_server, f"{prefix}/")) == {f"{key}/source.mp4", f"{key}/source.json"}
     with storage.fetch(key, "source.mp4") as local:
         assert local.read_bytes() == upload.read_bytes()
+
+
+def test_a_worker_at_start_sweeps_the_scratch_folders_of_killed_processes_only(tmp_path):
+    scratch = tmp_path / "scratch"
+    hold = "import sys, time; from vidpipe.defs.storage import scratch_folder\n"
+    hold += "with scratch_folder(sys.argv[1], 'publish') as f:\n    (f / 'h264_360p.mp4').touch(); print(f, flush=True); time.sleep(60)"
+    killed = subprocess.Popen([sys.executable, "-c", hold, str(scratch)], stdout=subprocess.PIPE, text=True)
+    left_behind = Path(killed.stdout.readline().strip())
+    killed.kill()
+    killed.wait()
+    (scratch / "notes-1-kept").mkdir()  # not a scratch folder of vidpipe's
+    with scratch_folder(str(scratch), "fetch") as in_use:
+        assert left_behind.name.startswith(f"publish-{killed.pid}-") and left_behind.is_dir()
+        assert sweep_scratch(scratch) == [left_behind]
+        assert sorted(scratch.iterdir()) == sorted([in_use, scratch / "notes-1-kept"])
