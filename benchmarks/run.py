@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from PIL import Image, ImageDraw
@@ -46,7 +46,9 @@ from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import first_frame_command
-from vidpipe_tests.clusters import Cluster, running_cluster
+
+if TYPE_CHECKING:
+    from vidpipe_tests.clusters import Cluster
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -333,6 +335,11 @@ def scenario_many_small(count: int = 40) -> list[dict]:
 
 @contextmanager
 def cluster_for_benchmark() -> Iterator[Cluster]:
+    """``vidpipe-cluster`` started by the tests' helper (the repository's ``vidpipe_tests``, not installed)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from vidpipe_tests.clusters import running_cluster
+
     folder = Path(tempfile.mkdtemp(prefix="vidpipe-bench-cluster-"))
     try:
         with running_cluster(folder) as cluster:

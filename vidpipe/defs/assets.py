@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
+from PIL import Image
 
 from vidpipe import settings
 from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
@@ -346,8 +347,8 @@ def thumbnail(
 ) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
     with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
-        with storage.fetch(source_video.key, source_video.file) as original:
-            frame = ffmpeg.first_frame(original, source_video.info)
+        frame, read = first_frame_of(source_video, ffmpeg, storage)
+        context.log.debug(f"first frame read from {read}")
         with storage.publishing(source_video.key, THUMBNAILS_FOLDER) as out_dir:
             files = write_thumbnails(frame, out_dir)
     if refused := storage.rejection_reason(source_video.key):
@@ -365,6 +366,33 @@ def thumbnail(
             **_made_by(),
         },
     )
+
+
+FIRST_FRAME_HEAD_BYTES = 16 << 20
+FIRST_FRAME_TAIL_BYTES = 8 << 20
+"""How much of the original's start and end the thumbnail step reads first: a container keeps its
+header and index at one end or the other, and the first frames follow the header."""
+
+
+def first_frame_of(
+    source: SourceVideo,
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+    head: int = FIRST_FRAME_HEAD_BYTES,
+    tail: int = FIRST_FRAME_TAIL_BYTES,
+) -> tuple[Image.Image, str]:
+    """The original's first frame, decoded from a copy of just its start and end when that holds every
+    packet the decoding reads (from object storage, a large upload is not downloaded whole for one frame);
+    else from a whole copy. With what it was read from, in words."""
+    with storage.fetch_ends(source.key, source.file, head, tail) as partial:
+        if partial.complete:
+            return ffmpeg.first_frame(partial.path, source.info), "the whole original"
+        needed = ffmpeg.first_frame_byte_ranges(partial.path, source.info)
+        if needed and partial.holds(needed):
+            held = sum(len(part) for part in partial.held)
+            return ffmpeg.first_frame(partial.path, source.info), f"{held} bytes of the original's start and end"
+    with storage.fetch(source.key, source.file) as original:
+        return ffmpeg.first_frame(original, source.info), "the whole original (its first frame is not near an end)"
 
 
 def build_manifest_asset() -> dg.AssetsDefinition:

@@ -34,7 +34,7 @@ from vidpipe.media.errors import UploadError
 from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.probe import VideoInfo, probe
-from vidpipe.media.thumbnail import read_first_frame
+from vidpipe.media.thumbnail import first_frame_byte_ranges, read_first_frame
 from vidpipe.media.validate import validate_upload
 
 
@@ -91,6 +91,9 @@ class FFmpegResource(dg.ConfigurableResource):
 
     def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
         return read_first_frame(source, info, self.tools())
+
+    def first_frame_byte_ranges(self, source: Path, info: VideoInfo) -> list[range] | None:
+        return first_frame_byte_ranges(source, info, self.tools())
 
 
 class InboxResource(dg.ConfigurableResource):

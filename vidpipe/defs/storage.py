@@ -113,6 +113,22 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
+class PartialCopy:
+    """A local file as long as a stored file, holding some of its bytes; the rest reads as zeros."""
+
+    path: Path
+    held: tuple[range, ...]
+    """The byte ranges of the stored file that ``path`` holds."""
+
+    @property
+    def complete(self) -> bool:
+        return self.held == (range(0, self.path.stat().st_size),)
+
+    def holds(self, wanted: list[range]) -> bool:
+        return all(any(h.start <= w.start and w.stop <= h.stop for h in self.held) for w in wanted)
+
+
+@dataclass(frozen=True)
 class StoredOriginal:
     file: str
     """The original's file name under the video's key (``source.<ext>``)."""
@@ -135,6 +151,14 @@ class VideoStorage(dg.ConfigurableResource):
     @abstractmethod
     def fetch(self, key: str, file: str) -> AbstractContextManager[Path]:
         """A local copy of ``key``'s ``file`` to read, for the block's duration."""
+
+    @contextmanager
+    def fetch_ends(self, key: str, file: str, head: int, tail: int) -> Iterator[PartialCopy]:
+        """A local file holding at least the first ``head`` and the last ``tail`` bytes of ``key``'s ``file``,
+        where containers keep their header and index, without copying the rest (object storage reads
+        just those ranges); for the block's duration. A local storage's file is complete."""
+        with self.fetch(key, file) as path:
+            yield PartialCopy(path, (range(0, path.stat().st_size),))
 
     @abstractmethod
     def publishing(self, key: str, folder: str) -> AbstractContextManager[Path]:
@@ -394,6 +418,27 @@ class S3VideoStorage(VideoStorage):
             self._client(), self.bucket, self._object(self.path(key, file)), self.scratch, Path(file).name
         ) as local:
             yield local
+
+    @contextmanager
+    def fetch_ends(self, key: str, file: str, head: int, tail: int) -> Iterator[PartialCopy]:
+        """Two ranged reads into a sparse file of the object's size (holes take no disk), or the whole object
+        when it is no longer than ``head`` + ``tail``."""
+        client, name = self._client(), self._object(self.path(key, file))
+        size = client.head_object(Bucket=self.bucket, Key=name)["ContentLength"]
+        if size <= head + tail:
+            with self.fetch(key, file) as whole:
+                yield PartialCopy(whole, (range(0, size),))
+            return
+        held = (range(0, head), range(size - tail, size))
+        with scratch_folder(self.scratch, "fetch") as folder:
+            local = folder / Path(file).name
+            with open(local, "wb") as out:
+                out.truncate(size)
+                for part in held:
+                    body = client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={part.start}-{part.stop - 1}")
+                    out.seek(part.start)
+                    shutil.copyfileobj(body["Body"], out, 1 << 20)
+            yield PartialCopy(local, held)
 
     @contextmanager
     def publishing(self, key: str, folder: str) -> Iterator[Path]:

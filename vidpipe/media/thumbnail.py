@@ -11,9 +11,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from vidpipe.media.errors import ToolFailedError
 from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, Tools, run_tool
 from vidpipe.media.files import write_atomically
-from vidpipe.media.probe import VideoInfo
+from vidpipe.media.probe import VideoInfo, probe_json
 
 THUMBNAIL_WIDTHS = (1280, 640, 320)
 THUMBNAIL_FORMATS = {
@@ -23,6 +24,9 @@ THUMBNAIL_FORMATS = {
 PREVIEW_WIDTH = 160
 WAVEFORM_SIZE = "1280x360"
 WAVEFORM_COLOUR = "0x2563eb"
+FIRST_FRAME_PACKETS = 16
+"""How many of the video stream's first packets decoding its first frame may read: the frame's own, and
+those a decoder takes in before it lets a reordered frame out."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,26 @@ def first_frame_command(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TO
         )
     output = picture.output("pipe:1", vframes=1, f="image2pipe", vcodec="png")
     return [tools.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *output.get_args()]
+
+
+def first_frame_byte_ranges(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TOOLS) -> list[range] | None:
+    """Where in ``source`` the packets that decoding its first frame reads lie (the first
+    ``FIRST_FRAME_PACKETS`` of its video stream, as the container's index places them); None when
+    ffprobe cannot tell: an audio-only file, or an index it cannot read."""
+    if info.video_stream is None:
+        return None
+    packets = ("-select_streams", str(info.video_stream), "-read_intervals", f"%+#{FIRST_FRAME_PACKETS}")
+    try:
+        data = probe_json(source, tools, (*packets, "-show_entries", "packet=pos,size"))
+    except (ToolFailedError, ValueError):
+        return None
+    ranges = []
+    for packet in data.get("packets", []):
+        pos, size = str(packet.get("pos")), str(packet.get("size"))
+        if not (pos.isdigit() and size.isdigit()):
+            return None
+        ranges.append(range(int(pos), int(pos) + int(size)))
+    return ranges or None
 
 
 def read_first_frame(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TOOLS) -> Image.Image:

@@ -11,10 +11,15 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import deployment_resources
+from vidpipe.defs.assets import first_frame_of
+from vidpipe.defs.resources import FFmpegResource
 from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage, scratch_folder, sweep_scratch
 from vidpipe.media.errors import InvalidMediaError, InvalidVideoKeyError, UploadError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
+from vidpipe.media.manifest import SourceVideo
+from vidpipe.media.probe import probe
+from vidpipe.media.thumbnail import read_first_frame
 from vidpipe_tests.harness import BUCKET, Pipeline, s3_resource
 
 
@@ -235,3 +240,32 @@ def test_a_worker_at_start_sweeps_the_scratch_folders_of_killed_processes_only(t
         assert left_behind.name.startswith(f"publish-{killed.pid}-") and left_behind.is_dir()
         assert sweep_scratch(scratch) == [left_behind]
         assert sorted(scratch.iterdir()) == sorted([in_use, scratch / "notes-1-kept"])
+
+
+def test_the_first_frame_is_read_from_the_originals_ends_when_they_hold_it(s3_server, tmp_path, landscape_clip):
+    """On S3, the thumbnail step reads the original's start and end (two ranged reads) instead of all of it,
+    when its index says those hold every packet the first frame's decoding reads; the frame is the same."""
+    storage = s3_storage(s3_server, tmp_path / "scratch")
+    key = partition_key(landscape_clip.name, sha256_file(landscape_clip))
+    stored = storage.store_original(key, landscape_clip, landscape_clip.name, landscape_clip.name)
+    source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, file=stored.file, info=probe(landscape_clip))
+    ffmpeg = FFmpegResource()
+    size = landscape_clip.stat().st_size
+    whole = read_first_frame(landscape_clip, source.info)
+
+    head, tail = 256 << 10, 64 << 10
+    with storage.fetch_ends(key, stored.file, head, tail) as partial:
+        assert partial.path.stat().st_size == size and not partial.complete
+        assert partial.path.stat().st_blocks * 512 < size  # sparse: the middle was never written
+        data, original = partial.path.read_bytes(), landscape_clip.read_bytes()
+        assert data[:head] == original[:head] and data[-tail:] == original[-tail:]
+        assert data[head:-tail] == bytes(size - head - tail)
+
+    frame, read = first_frame_of(source, ffmpeg, storage, head=head, tail=tail)
+    assert read == f"{head + tail} bytes of the original's start and end"
+    assert frame.tobytes() == whole.tobytes()
+    # A start too short for the first packets: the whole original is read, and the frame is the same.
+    frame, read = first_frame_of(source, ffmpeg, storage, head=1 << 10, tail=tail)
+    assert read == "the whole original (its first frame is not near an end)"
+    assert frame.tobytes() == whole.tobytes()
+    assert list((tmp_path / "scratch").iterdir()) == []

@@ -1,10 +1,17 @@
 import base64
 import io
+import itertools
 
 from PIL import Image
 
 from vidpipe.media.probe import probe
-from vidpipe.media.thumbnail import preview_data_uri, read_first_frame, write_thumbnails
+from vidpipe.media.thumbnail import (
+    FIRST_FRAME_PACKETS,
+    first_frame_byte_ranges,
+    preview_data_uri,
+    read_first_frame,
+    write_thumbnails,
+)
 from vidpipe_tests.clips import decode_frame, mean_difference
 
 
@@ -46,3 +53,17 @@ def test_preview_is_a_tiny_jpeg_data_uri(landscape_clip):
     assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 12_000
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert image.format == "JPEG" and image.width == 160
+
+
+def test_the_packets_decoding_the_first_frame_reads_are_found_in_the_index(landscape_clip, tmp_path):
+    info = probe(landscape_clip)
+    ranges = first_frame_byte_ranges(landscape_clip, info)
+    # ffmpeg writes the index (moov) at the end: the first packets follow the header at the start.
+    assert len(ranges) == FIRST_FRAME_PACKETS
+    assert ranges[0].start < 4096 and all(a.stop <= b.start for a, b in itertools.pairwise(ranges))
+    assert ranges[-1].stop < landscape_clip.stat().st_size // 2
+
+    # Without its index (the end cut off), nothing can be located.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(landscape_clip.read_bytes()[: ranges[-1].stop])
+    assert first_frame_byte_ranges(cut, info) is None
