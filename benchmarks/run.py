@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import platform
@@ -31,11 +32,13 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from PIL import Image, ImageDraw
 
+from vidpipe.cluster import WORKERS
 from vidpipe.definitions import process_video_job
 from vidpipe.defs.partitions import VIDEOS, upload_tags
 from vidpipe.inbox import InboxCursor, scan_inbox
@@ -291,29 +294,63 @@ def cpu_used() -> Iterator[list[float]]:
     used.append(machine_cpu_seconds() - before)
 
 
+Deployment = tuple[dg.DagsterInstance, Callable[[list[Path]], None], Callable[[], dict[str, float]] | None]
+"""A running vidpipe: its instance, how to drop clips into its inbox, and (on a cluster) the CPU seconds each
+kind of its processes has used so far (``cluster_cpu_by_role``)."""
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """CPU time of these live processes and of the children they have reaped (``/proc/<pid>/stat``)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+ROLE_WORDS = {
+    "workers": "on the Celery workers, less the raw loop's ffmpeg",
+    "dagster": "in the webserver, daemon, code server and run workers",
+    "postgres": "in PostgreSQL",
+    "weed": "in SeaweedFS (S3)",
+    "redis": "in Redis",
+    "elsewhere": "outside the cluster's live processes (the benchmark's own polling, exited processes)",
+}
+SERVERS = {"postgres": "postgres", "weed": "weed", "redis-server": "redis"}
+
+
 def many_small(
-    count: int,
-    started: Callable[[], AbstractContextManager[tuple[dg.DagsterInstance, Callable]]],
-    scenario: str,
-    where: str,
+    count: int, started: Callable[[], AbstractContextManager[Deployment]], scenario: str, where: str
 ) -> list[dict]:
     """``count`` small clips dropped at once into a running deployment: throughput against a raw loop, and the
     CPU each run costs beyond ffmpeg's (the machine's busy CPU during vidpipe's drop-to-done, less that during
-    the raw loop, per clip)."""
+    the raw loop, per clip); on a cluster, split between the workers and the rest (control machine, servers)."""
     clips = [make_input(f"small-{i:02d}", "854x480", 5, seed=i) for i in range(count)]
-    with started() as (instance, drop), cpu_used() as vidpipe_cpu:
+    with started() as (instance, drop, cpu_by_role), cpu_used() as vidpipe_cpu:
+        before = cpu_by_role() if cpu_by_role else {}
         vidpipe_time = drop_and_wait(instance, drop, clips)
+        roles = {role: used - before.get(role, 0.0) for role, used in cpu_by_role().items()} if cpu_by_role else {}
     with cpu_used() as raw_cpu:
         raw_time = raw_loop(clips, WORK / "s4-raw")
     fixed = (vidpipe_cpu[0] - raw_cpu[0]) / count
     # Throughput ratio = (clips / vidpipe time) / (clips / raw time) = raw time / vidpipe time.
-    return [
+    rows = [
         row(scenario, f"{count} clips of 5 s 480p dropped at once {where}: throughput vs a raw loop", [vidpipe_time],
             [raw_time], "≥", 0.75, ratio="baseline/measured"),
         {"scenario": scenario, "what": f"CPU per run beyond ffmpeg's {where} (s): busy CPU during drop-to-done less the raw loop's, per clip",
          "value": round(fixed, 2), "target": "report", "met": True,
          "how": f"machine busy CPU {vidpipe_cpu[0]:.1f} s vs raw loop {raw_cpu[0]:.1f} s for {count} clips"},
     ]  # fmt: skip
+    if roles:
+        roles["workers"] -= raw_cpu[0]  # their ffmpeg
+        roles["elsewhere"] = vidpipe_cpu[0] - raw_cpu[0] - sum(roles.values())
+        for role, used in roles.items():
+            rows.append({"scenario": scenario, "what": f"of which {ROLE_WORDS[role]} (s per run)",
+                         "value": round(used / count, 2), "target": "report", "met": True})  # fmt: skip
+    return rows
 
 
 def scenario_drop_to_done(repeat: int, seconds: float) -> list[dict]:
@@ -326,36 +363,62 @@ def scenario_drop_to_done(repeat: int, seconds: float) -> list[dict]:
     return [row("S2", "drop in inbox → manifest, daemon running, vs raw ffmpeg", vidpipe_times, raw_times, "≤", 1.30)]
 
 
+@contextmanager
+def daemon_deployment() -> Iterator[Deployment]:
+    with running_daemon() as (instance, drop):
+        yield instance, drop, None
+
+
 def scenario_many_small(count: int = 40) -> list[dict]:
-    return many_small(count, running_daemon, "S4", "on sqlite, one machine")
+    return many_small(count, daemon_deployment, "S4", "on sqlite, one machine")
 
 
 # --- C1 / C4: S1 and S4 on the cluster (PostgreSQL, Celery workers, S3; ./dev.sh cluster) ---
 
 
-@contextmanager
-def cluster_for_benchmark() -> Iterator[Cluster]:
-    """``vidpipe-cluster`` started by the tests' helper (the repository's ``vidpipe_tests``, not installed)."""
+def cluster_helpers() -> ModuleType:
+    """The tests' helpers that start a cluster (``vidpipe_tests/clusters.py``, in the repository, not installed)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from vidpipe_tests.clusters import running_cluster
+    return importlib.import_module("vidpipe_tests.clusters")
 
+
+@contextmanager
+def cluster_for_benchmark() -> Iterator[Cluster]:
+    """``vidpipe-cluster`` started by the tests' helper."""
     folder = Path(tempfile.mkdtemp(prefix="vidpipe-bench-cluster-"))
     try:
-        with running_cluster(folder) as cluster:
+        with cluster_helpers().running_cluster(folder) as cluster:
             yield cluster
     finally:
+        logs = WORK / "cluster-logs"  # the workers' logs say how long each step took
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        for log in (folder / "data" / "cluster").glob("*.log"):
+            shutil.copy(log, logs)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
-def running_cluster_inbox() -> Iterator[tuple[dg.DagsterInstance, Callable[[list[Path]], None]]]:
+def cluster_deployment() -> Iterator[Deployment]:
+    cluster_processes = cluster_helpers().cluster_processes
     with cluster_for_benchmark() as cluster, cluster.instance() as instance:
 
         def drop(clips: list[Path]) -> None:
             cluster.upload(*clips)
 
-        yield instance, drop
+        def cpu_by_role() -> dict[str, float]:
+            workers = {
+                pid for worker in WORKERS for pid, _ in cluster_processes(cluster.data, f"VIDPIPE_WORKER={worker}")
+            }
+            roles: dict[str, list[int]] = {role: [] for role in ROLE_WORDS if role != "elsewhere"}
+            for pid, argv in cluster_processes(cluster.data):
+                program = Path(argv[0].decode()).name
+                role = "workers" if pid in workers else SERVERS.get(program, "dagster")
+                roles[role].append(pid)
+            return {role: process_cpu_seconds(pids) for role, pids in roles.items()}
+
+        yield instance, drop, cpu_by_role
 
 
 def materialized(instance: dg.DagsterInstance, key: str) -> bool:
@@ -381,7 +444,7 @@ def scenario_cluster_one_video(repeat: int, seconds: float) -> list[dict]:
 
 
 def scenario_cluster_many_small(count: int = 40) -> list[dict]:
-    return many_small(count, running_cluster_inbox, "C4", "on the cluster")
+    return many_small(count, cluster_deployment, "C4", "on the cluster")
 
 
 # --- S5: a crowded inbox ---

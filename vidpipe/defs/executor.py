@@ -4,13 +4,13 @@ cluster, each step on a Celery worker."""
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
 from celery import Celery, states
-from celery.exceptions import WorkerLostError
-from celery.result import AsyncResult
+from celery.exceptions import DuplicateTaskNameWarning, WorkerLostError
 from dagster_celery.core_execution_loop import core_celery_execution_loop
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
@@ -76,8 +76,8 @@ class WorkerWatch:
     """Fails the Celery task of a step whose worker stopped answering: its machine was lost or the worker
     killed. dagster-celery's executor would wait for that task forever (nothing is left to report on it,
     and the broker does not hand a started task out again); failed, it fails the run, and run retries
-    (``dagster.yaml``) re-run the step on a worker that answers. A worker that still runs is told to
-    drop the task, so the step is never run twice at once."""
+    (``dagster.yaml``) re-run the step on a worker that answers. A worker that is only slow to answer is
+    told to drop the task, so that the step does not run twice at once."""
 
     def __init__(self, app: Celery, lost_after: float = LOST_AFTER_SECONDS) -> None:
         self._app = app
@@ -99,11 +99,11 @@ class WorkerWatch:
             steps = dict(self._steps)
         running: dict[str, str] = {}
         for task_id in steps:
-            result = AsyncResult(task_id, app=self._app)
-            if result.state in states.READY_STATES:
+            meta = self._app.backend.get_task_meta(task_id)  # one read: the state and, once started, the worker
+            if meta["status"] in states.READY_STATES:
                 self._forget(task_id)
-            elif result.state == states.STARTED and isinstance(result.info, dict):
-                running[task_id] = result.info["hostname"]
+            elif meta["status"] == states.STARTED and isinstance(meta["result"], dict):
+                running[task_id] = meta["result"]["hostname"]
         workers = sorted(set(running.values()))
         replies = self._app.control.ping(destination=workers, timeout=PING_SECONDS) if workers else []
         answered = {name for reply in replies for name in reply}
@@ -155,7 +155,11 @@ class WatchedCeleryExecutor(CeleryExecutor):
         watch = WorkerWatch(make_app(self.app_args()))
 
         def submit(app, context, step, queue, priority, known_state):
-            result = submit_celery_step(app, context, step, queue, priority, known_state)
+            with warnings.catch_warnings():
+                # dagster-celery defines its task again for every step it sends; Celery 5.7 warns that the
+                # second definition is not registered, which is what it wants (the first is the same task).
+                warnings.simplefilter("ignore", DuplicateTaskNameWarning)
+                result = submit_celery_step(app, context, step, queue, priority, known_state)
             watch.watch(step.key, result.id)
             return result
 
