@@ -49,6 +49,7 @@ from vidpipe.media.keys import partition_key
 from vidpipe.media.ladder import plan_ladder
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import first_frame_command
+from vidpipe.processes import cpu_seconds
 
 if TYPE_CHECKING:
     from vidpipe_tests.clusters import Cluster
@@ -299,18 +300,6 @@ Deployment = tuple[dg.DagsterInstance, Callable[[list[Path]], None], Callable[[]
 kind of its processes has used so far (``cluster_cpu_by_role``)."""
 
 
-def process_cpu_seconds(pids: list[int]) -> float:
-    """CPU time of these live processes and of the children they have reaped (``/proc/<pid>/stat``)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 ROLE_WORDS = {
     "workers": "on the Celery workers, less the raw loop's ffmpeg",
     "dagster": "in the webserver, daemon, code server and run workers",
@@ -416,7 +405,7 @@ def cluster_deployment() -> Iterator[Deployment]:
                 program = Path(argv[0].decode()).name
                 role = "workers" if pid in workers else SERVERS.get(program, "dagster")
                 roles[role].append(pid)
-            return {role: process_cpu_seconds(pids) for role, pids in roles.items()}
+            return {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
 
         yield instance, drop, cpu_by_role
 

@@ -34,6 +34,14 @@ def process_start_time(pid: int) -> float | None:
     return boot_time() + int(fields[22 - 3]) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time process ``pid`` has used, with that of the children it has reaped; 0 once it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return sum(int(field) for field in fields[14 - 3 : 18 - 3]) / os.sysconf("SC_CLK_TCK")  # utime … cstime
+
+
 def descendants(root: int) -> list[int]:
     """Every process below ``root`` in the process tree, parents before their children."""
     children: dict[int, list[int]] = {}

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.cluster import BUCKET, WORKERS
-from vidpipe_tests.harness import BIN_DIR, REPO_ROOT, code_location_loaded, free_port, wait_until
+from vidpipe_tests.harness import BIN_DIR, REPO_ROOT, code_location_loaded, free_port, processes_with, wait_until
 
 STARTUP_TIMEOUT = 120
 
@@ -31,15 +31,7 @@ def exported(env_file: Path) -> dict[str, str]:
 def cluster_processes(data: Path, *also: str) -> list[tuple[int, list[bytes]]]:
     """Every live process started for this cluster (they all run with its data folder in their environment)
     that also has each ``NAME=value`` of ``also`` there: (pid, command line)."""
-    markers = [f"VIDPIPE_DATA={data}".encode(), *(m.encode() for m in also)]
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and all(m in (entry / "environ").read_bytes().split(b"\0") for m in markers):
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
-        except OSError:
-            continue
-    return found
+    return processes_with(f"VIDPIPE_DATA={data}", *also)
 
 
 @dataclass

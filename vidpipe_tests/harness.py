@@ -227,16 +227,8 @@ class DagsterStack:
 
     def running_processes(self) -> list[int]:
         """Every live process of this stack, ffmpeg and run workers included: they inherit its DAGSTER_HOME."""
-        marker = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
-            except OSError:  # gone, or not ours to read
-                continue
-            if marker in environment and process_start_time(int(entry.name)) is not None:  # None: a zombie
-                found.append(int(entry.name))
-        return found
+        found = processes_with(f"DAGSTER_HOME={self.env['DAGSTER_HOME']}")
+        return [pid for pid, _ in found if process_start_time(pid) is not None]  # None: a zombie
 
     def crash(self) -> None:
         """kill -9 every process group of the stack at once, as a power cut or the OOM killer would."""
@@ -264,6 +256,19 @@ class DagsterStack:
                 lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
                 print(f"----- {name} log ({path}), last {len(lines)} lines -----", *lines, sep="\n")
             raise
+
+
+def processes_with(*environment: str) -> list[tuple[int, list[bytes]]]:
+    """Every process that has each ``NAME=value`` of ``environment`` in its environment: (pid, command line)."""
+    markers = [variable.encode() for variable in environment]
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and all(m in (entry / "environ").read_bytes().split(b"\0") for m in markers):
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import dagster as dg
 from botocore.exceptions import ClientError
@@ -72,8 +72,12 @@ def is_missing(err: ClientError) -> bool:
     return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
+ScratchKind = Literal["fetch", "publish"]
+"""What a scratch folder holds: a download, or outputs before their upload."""
+
+
 @contextmanager
-def scratch_folder(scratch: str, kind: str) -> Iterator[Path]:
+def scratch_folder(scratch: str, kind: ScratchKind) -> Iterator[Path]:
     """A fresh folder in this machine's ``scratch``, removed with what it holds when the block ends. Its
     name carries this process's id, so that ``sweep_scratch`` finds it if the process is killed first."""
     Path(scratch).mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ def scratch_folder(scratch: str, kind: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_SCRATCH_FOLDER = re.compile(r"(?:fetch|publish)-(\d+)-\w+")
+_SCRATCH_FOLDER = re.compile(rf"(?:{'|'.join(get_args(ScratchKind))})-(\d+)-\w+")
 
 
 def sweep_scratch(scratch: Path) -> list[Path]:
