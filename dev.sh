@@ -17,6 +17,7 @@ install_system_packages() {  # with "cluster": also what the cluster and its tes
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   if [ "${1:-}" = cluster ]; then  # Dagster's instance and Celery's broker
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+    [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
     command -v redis-server >/dev/null || missing+=(redis-server)
   fi
   [ ${#missing[@]} -eq 0 ] && return

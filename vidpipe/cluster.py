@@ -1,7 +1,7 @@
 """``vidpipe-cluster`` (``./dev.sh cluster``): the many-machine deployment, tried on one machine.
 
 It starts, on loopback with their data under ``data/cluster/``: PostgreSQL (Dagster's
-instance), Redis (Celery's broker), an S3 server (SeaweedFS) with the bucket ``vidpipe``; then
+instance) with PgBouncer in front of it, Redis (Celery's broker), an S3 server (SeaweedFS) with the bucket ``vidpipe``; then
 ``dagster dev`` (webserver and daemon) on that instance, and two Celery workers, each with a
 scratch folder of its own (run as root, each worker sees the other parts' scratch folders and the local
 storage folder empty, as on machines of their own). A worker that stops is not restarted: the others carry on, and the steps
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from vidpipe import settings
-from vidpipe.loopback import Server, start_postgres, start_redis, start_s3_server
+from vidpipe.loopback import Server, start_pgbouncer, start_postgres, start_redis, start_s3_server
 
 BUCKET = "vidpipe"
 WORKERS = ("worker-1", "worker-2")
@@ -78,9 +78,11 @@ def main() -> None:
     servers: list[Server] = []
     parts: list[subprocess.Popen[bytes]] = []
     try:
-        print("starting PostgreSQL, Redis and the S3 server on loopback…", flush=True)
+        print("starting PostgreSQL (with PgBouncer), Redis and the S3 server on loopback…", flush=True)
         postgres = start_postgres(root / "postgres", log=root / "postgres.log")
         servers.append(postgres)
+        pgbouncer = start_pgbouncer(postgres, root / "pgbouncer", log=root / "pgbouncer.log")
+        servers.append(pgbouncer)
         redis = start_redis(root / "redis", log=root / "redis.log")
         servers.append(redis)
         s3 = start_s3_server(root / "s3", BUCKET, *s3_credentials(root), log=root / "s3.log")
@@ -90,7 +92,7 @@ def main() -> None:
         (home / "dagster.yaml").write_text(instance_yaml())
         environment = {
             "DAGSTER_HOME": str(home),
-            **postgres.environment(),
+            **pgbouncer.environment(),
             **s3.environment(),
             "VIDPIPE_CELERY_BROKER": redis.url,
             "VIDPIPE_INBOX": f"s3://{BUCKET}/inbox/",

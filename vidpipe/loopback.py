@@ -6,6 +6,11 @@
 - PostgreSQL (Debian's ``postgresql``), for Dagster's instance. It refuses to run as root; run
   by root, it runs in a user namespace as an unprivileged user that owns its files, so its data
   may stay in a folder only root can enter.
+- PgBouncer (Debian's ``pgbouncer``) in front of that PostgreSQL: dagster-postgres opens a
+  database connection for every query outside the webserver, and each is a new PostgreSQL
+  process (7.3 ms of its CPU here, against 0.1 ms for a connection PgBouncer hands on). Clients
+  connect to PgBouncer, which keeps a few connections to PostgreSQL open and lends one to each
+  client connection for its life (session pooling: nothing Dagster does in a session changes).
 - Redis (Debian's ``redis-server``), Celery's broker and result backend; nothing saved to disk.
 
 Each listens on 127.0.0.1 only, keeps its data in the folder it is given, runs in a process
@@ -95,7 +100,7 @@ class PostgresServer(Server):
     database: str
 
     def environment(self) -> dict[str, str]:
-        """What ``deploy/cluster/dagster.yaml`` reads."""
+        """What the cluster's ``dagster.yaml`` reads (``vidpipe.cluster.instance_yaml``)."""
         return {
             "VIDPIPE_PG_HOST": LOOPBACK,
             "VIDPIPE_PG_PORT": str(self.port),
@@ -103,6 +108,16 @@ class PostgresServer(Server):
             "VIDPIPE_PG_PASSWORD": "",
             "VIDPIPE_PG_DB": self.database,
         }
+
+
+@dataclass
+class PgBouncerServer(Server):
+    port: int
+    postgres: PostgresServer
+
+    def environment(self) -> dict[str, str]:
+        """The PostgreSQL server's, with PgBouncer's port: what clients connect to."""
+        return {**self.postgres.environment(), "VIDPIPE_PG_PORT": str(self.port)}
 
 
 @dataclass
@@ -196,6 +211,51 @@ def start_postgres(
     return _started(server, answers, "PostgreSQL", log, timeout)
 
 
+PGBOUNCER_SETTINGS = """\
+[databases]
+{database} = host={host} port={postgres_port} dbname={database} user={user}
+
+[pgbouncer]
+listen_addr = {host}
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {auth_file}
+pool_mode = session
+; client connections (one per query of each Dagster process) and the PostgreSQL connections they share
+max_client_conn = 1000
+default_pool_size = 20
+log_connections = 0
+log_disconnections = 0
+"""
+
+
+def start_pgbouncer(postgres: PostgresServer, data_dir: Path, log: Path, timeout: float = 30) -> PgBouncerServer:
+    """PgBouncer on loopback in front of ``postgres``, for its database and user."""
+    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if binary is None:
+        raise RuntimeError("PgBouncer is not installed: apt-get install pgbouncer")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    auth_file = data_dir / "users.txt"
+    auth_file.write_text(f'"{postgres.user}" ""\n')
+    [port] = _free_port_block(1)
+    settings = data_dir / "pgbouncer.ini"
+    settings.write_text(
+        PGBOUNCER_SETTINGS.format(
+            database=postgres.database, user=postgres.user, host=LOOPBACK, postgres_port=postgres.port,
+            port=port, auth_file=auth_file,
+        )
+    )  # fmt: skip
+    server = PgBouncerServer(_start([*_unprivileged(), binary, str(settings)], log), port, postgres)
+    probe = [str(postgres_bin_dir() / "psql"), "-h", LOOPBACK, "-p", str(port), "-U", postgres.user]
+    query = [*probe, "-d", postgres.database, "-tAc", "SELECT 1"]
+
+    def answers() -> bool:
+        return subprocess.run(query, check=False, capture_output=True).stdout.strip() == b"1"
+
+    return _started(server, answers, "PgBouncer", log, timeout)
+
+
 def start_redis(data_dir: Path, log: Path, timeout: float = 30) -> RedisServer:
     """A Redis server that keeps nothing on disk."""
     binary = shutil.which("redis-server")
@@ -218,7 +278,8 @@ def start_redis(data_dir: Path, log: Path, timeout: float = 30) -> RedisServer:
 
 
 def _unprivileged() -> list[str]:
-    """Root runs PostgreSQL as an unprivileged user of a user namespace who owns root's files there."""
+    """Root runs PostgreSQL and PgBouncer (both refuse root) as an unprivileged user of a user namespace who
+    owns root's files there."""
     return ["unshare", "--user", "--map-user=1000", "--map-group=1000"] if os.geteuid() == 0 else []
 
 
