@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vidpipe's two commands:
-#   ./dev.sh run    set everything up, then start the Dagster UI + daemon with the upload sensor on
+#   ./dev.sh run    set everything up, then start the Dagster UI + daemon with the upload sensor on,
+#                   and the player pages (vidpipe serve)
 #   ./dev.sh test   set everything up, lint, then run the whole test suite (extra args go to pytest)
 #   ./dev.sh lint   ruff check, ruff format --check and mypy (what ./dev.sh test runs first)
 #   ./dev.sh cluster  the many-machine deployment on this machine: PostgreSQL, Redis, an S3 server,
@@ -9,23 +10,41 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PROJECT_DIR=$(pwd)
 
-install_system_packages() {  # with "cluster": also what the cluster and its tests need
+install_system_packages() {  # with "cluster": also what the cluster needs; with "test": that and a browser
   local missing=()
   command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
   command -v python3 >/dev/null || missing+=(python3)
   command -v setpriv >/dev/null || missing+=(util-linux)  # runs ffmpeg with a parent-death signal
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  if [ "${1:-}" = cluster ]; then  # Dagster's instance and Celery's broker
+  if [ "${1:-}" = test ]; then  # the browser the player page is tested in
+    command -v chromium >/dev/null || missing+=(chromium)
+  fi
+  if [ "${1:-}" = cluster ] || [ "${1:-}" = test ]; then  # Dagster's instance and Celery's broker
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
     [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
     command -v redis-server >/dev/null || missing+=(redis-server)
   fi
   [ ${#missing[@]} -eq 0 ] && return
-  echo "installing system packages: ${missing[*]}"
+  install_missing "${missing[@]}"
+}
+
+install_missing() {  # Debian packages
+  echo "installing system packages: $*"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+}
+
+install_player_library() {  # shaka-player from the npm registry, for vidpipe serve's player page
+  command -v npm >/dev/null || install_missing npm
+  local stamp=web/node_modules/.vidpipe-installed
+  local wanted
+  wanted=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    npm ci --prefix web --no-audit --no-fund --loglevel=error
+    echo "$wanted" > "$stamp"
+  fi
 }
 
 install_python_packages() {
@@ -58,10 +77,13 @@ case "${1:-}" in
   run)
     install_system_packages
     install_python_packages
+    install_player_library
     prepare_dagster_home
     export VIDPIPE_HOST=${VIDPIPE_HOST:-127.0.0.1}
     export VIDPIPE_PORT=${VIDPIPE_PORT:-3000}
+    export VIDPIPE_PLAYER_PORT=${VIDPIPE_PLAYER_PORT:-3001}
     echo "vidpipe UI:     http://$VIDPIPE_HOST:$VIDPIPE_PORT"
+    echo "player:         http://$VIDPIPE_HOST:$VIDPIPE_PLAYER_PORT   (the processed videos, playing)"
     echo "upload inbox:   $VIDPIPE_INBOX   (drop videos here, or: .venv/bin/vidpipe upload FILE)"
     echo "outputs:        $VIDPIPE_STORAGE"
     # `dagster dev` under vidpipe's supervisor (vidpipe/service.py), so that one SIGTERM or
@@ -70,8 +92,9 @@ case "${1:-}" in
     ;;
   test)
     shift
-    install_system_packages cluster
+    install_system_packages test
     install_python_packages
+    install_player_library
     lint
     exec .venv/bin/python -m pytest "$@"
     ;;

@@ -1,4 +1,5 @@
-"""``vidpipe`` command line: upload files to the inbox, or process one file without a daemon."""
+"""``vidpipe`` command line: upload files to the inbox, process one file without a daemon, re-run or forget
+videos, or serve the gallery and player pages."""
 
 from __future__ import annotations
 
@@ -44,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     rejections.add_argument("--json", action="store_true", help="one JSON array of the rejection records")
     forget = commands.add_parser("forget", help="remove refused uploads for good: kept original, records, partition")
     forget.add_argument("videos", nargs="+", metavar="VIDEO", help="keys of refused uploads")
+    serve = commands.add_parser("serve", help="the gallery of processed videos and their player pages (a web app)")
+    serve.add_argument("--host", default=None, help="address to listen on; default: $VIDPIPE_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="port; default: $VIDPIPE_PLAYER_PORT or 3001")
     args = parser.parse_args(argv)
     try:
+        if args.command == "serve":
+            serve_player(args.host or settings.ui_host(), args.port or settings.player_port())
+            return 0
         if args.command == "rerun":
             return rerun_videos(args.videos)
         if args.command == "rejections":
@@ -297,6 +304,21 @@ def _storage():
     from vidpipe.definitions import deployment_resources
 
     return deployment_resources()["storage"]
+
+
+def serve_player(host: str, port: int) -> None:
+    """Run ``vidpipe serve`` (``vidpipe/web/app.py``) on ``host:port`` until interrupted."""
+    library = settings.player_library_dir()
+    if not (library / "shaka-player.ui.js").is_file():
+        raise UserFacingError(
+            f"the player library is not installed in {library}: run ./dev.sh run, or npm ci --prefix web"
+        )
+    import uvicorn
+
+    from vidpipe.web.app import build_app
+
+    print(f"vidpipe player: http://{host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.run(build_app(_storage(), library), host=host, port=port, log_level="warning")
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:

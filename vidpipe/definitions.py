@@ -8,7 +8,15 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from vidpipe import settings
-from vidpipe.defs.assets import build_manifest_asset, build_rendition_asset, source_video, thumbnail
+from vidpipe.defs.assets import (
+    build_manifest_asset,
+    build_rendition_asset,
+    build_stream_asset,
+    quality,
+    source_video,
+    storyboard,
+    thumbnail,
+)
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import deployment_executor, executor_run_config
 from vidpipe.defs.rejections import forget_rejected_uploads
@@ -22,7 +30,15 @@ PROCESS_JOB_NAME = "process_video"
 
 def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDefinition]:
     """The asset graph (with its checks), for ``Definitions`` and in-process ``materialize``."""
-    return [source_video, build_rendition_asset(ladder), thumbnail, build_manifest_asset()]
+    return [
+        source_video,
+        build_rendition_asset(ladder),
+        thumbnail,
+        storyboard,
+        build_stream_asset(ladder),
+        quality,
+        build_manifest_asset(),
+    ]
 
 
 def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitions:

@@ -1,8 +1,9 @@
 """``vidpipe-service PART``: run one part of vidpipe so that one SIGTERM or Ctrl-C stops everything it started.
 
-Parts: ``dev`` (``dagster dev``: UI, daemon and code server in one, what ``./dev.sh run``
-starts), and for a service manager the three separately: ``code-server``, ``daemon``,
-``webserver`` (``deploy/systemd/``); and ``worker``, a Celery worker of a cluster
+Parts: ``dev`` (``dagster dev``: UI, daemon and code server in one, with ``vidpipe serve``, the
+player pages, beside it: what ``./dev.sh run`` starts), and for a service manager the three
+separately: ``code-server``, ``daemon``, ``webserver`` (``deploy/systemd/``); ``player``
+(``vidpipe serve`` alone); and ``worker``, a Celery worker of a cluster
 (``dagster-celery worker start``, the broker from ``VIDPIPE_CELERY_BROKER``). Addresses and files come from the environment
 (``vidpipe/settings.py``); the part runs in ``DAGSTER_HOME`` when that is set.
 
@@ -42,7 +43,7 @@ from typing import NoReturn
 from vidpipe import settings
 from vidpipe.processes import descendants
 
-PARTS = ("dev", "code-server", "daemon", "webserver", "worker")
+PARTS = ("dev", "code-server", "daemon", "webserver", "worker", "player")
 GRACE_SECONDS = 5.0
 """How long the part may take to stop after SIGTERM before everything below the supervisor is killed."""
 KILL_SECONDS = 2.0
@@ -83,6 +84,8 @@ def part_command(part: str) -> list[str]:
             return [f"{bin_dir}/dagster-daemon", "run", "-w", str(settings.workspace_file())]
         case "webserver":
             return [f"{bin_dir}/dagster-webserver", "-w", str(settings.workspace_file()), *_ui_address()]
+        case "player":
+            return [f"{bin_dir}/vidpipe", "serve"]
         case "worker":
             # One -q with every queue: dagster-celery turns each -q into a -Q, and celery keeps the last.
             queues = ",".join(settings.worker_queues())
@@ -187,8 +190,11 @@ def _stop(child: int, signum: int, grace_seconds: float) -> NoReturn:
     sys.exit(128 + signum)
 
 
-def supervise(argv: list[str], grace_seconds: float = GRACE_SECONDS) -> int:
-    """Run ``argv`` as the module docstring says; return its exit status when it exits on its own."""
+def supervise(argv: list[str], grace_seconds: float = GRACE_SECONDS, companions: tuple[list[str], ...] = ()) -> int:
+    """Run ``argv`` as the module docstring says; return its exit status when it exits on its own.
+
+    ``companions`` run beside it in its process group: they get its signals and stop with it, and one
+    that exits on its own stops nothing."""
     become_subreaper()
     # SIGTERM is always honoured; SIGINT and SIGHUP not where they are ignored (a script's
     # background job, nohup): ignored signals are discarded even while blocked.
@@ -196,6 +202,8 @@ def supervise(argv: list[str], grace_seconds: float = GRACE_SECONDS) -> int:
     stop_signals = {sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED_SIGNALS)
     child = os.posix_spawn(argv[0], argv, os.environ, setpgroup=0, setsigdef=DEFAULT_IN_CHILD, setsigmask=())
+    for companion in companions:
+        os.posix_spawn(companion[0], companion, os.environ, setpgroup=child, setsigdef=DEFAULT_IN_CHILD, setsigmask=())
     code, received = _wait(child, math.inf, stop_signals)
     if received is not None:
         _stop(child, received, grace_seconds)
@@ -223,4 +231,4 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("DAGSTER_HOME"):
         # Dagster warns about a dagster.yaml in the working folder that is not the instance's own.
         os.chdir(os.environ["DAGSTER_HOME"])
-    sys.exit(supervise(command))
+    sys.exit(supervise(command, companions=(part_command("player"),) if args.part == "dev" else ()))

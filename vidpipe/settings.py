@@ -143,6 +143,18 @@ def ui_port() -> int:
     return _port("VIDPIPE_PORT", 3000)
 
 
+def player_port() -> int:
+    """``VIDPIPE_PLAYER_PORT``: the port of ``vidpipe serve``, the gallery and player pages (on ``VIDPIPE_HOST``)."""
+    return _port("VIDPIPE_PLAYER_PORT", 3001)
+
+
+def player_library_dir() -> Path:
+    """``VIDPIPE_PLAYER_LIBRARY``: the folder with shaka-player's built files (``shaka-player.ui.js``,
+    ``controls.css``), which the set-up installs from the npm registry into ``web/node_modules``."""
+    default = project_dir() / "web" / "node_modules" / "shaka-player" / "dist"
+    return Path(os.environ.get("VIDPIPE_PLAYER_LIBRARY") or default)
+
+
 def code_server_port() -> int:
     """``VIDPIPE_CODE_SERVER_PORT``: the loopback port of the code server (``deploy/workspace.yaml`` reads it too)."""
     return _port("VIDPIPE_CODE_SERVER_PORT", 4000)

@@ -223,6 +223,30 @@ def mean_difference(a: Image.Image, b: Image.Image) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
+def ssim(a: Image.Image, b: Image.Image, window: int = 8) -> float:
+    """The structural similarity of two pictures' luma (``b`` brought to ``a``'s size), averaged over
+    ``window``-pixel squares: 1 for the same picture, lower as structure differs."""
+    luma_a = a.convert("L")
+    luma_b = b.convert("L").resize(a.size, Image.Resampling.BICUBIC)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    width, height = a.size
+    pixels_a, pixels_b = luma_a.load(), luma_b.load()
+    scores = []
+    for top in range(0, height - window + 1, window):
+        for left in range(0, width - window + 1, window):
+            xs = [pixels_a[x, y] for y in range(top, top + window) for x in range(left, left + window)]
+            ys = [pixels_b[x, y] for y in range(top, top + window) for x in range(left, left + window)]
+            n = len(xs)
+            mean_x, mean_y = sum(xs) / n, sum(ys) / n
+            var_x = sum((x - mean_x) ** 2 for x in xs) / n
+            var_y = sum((y - mean_y) ** 2 for y in ys) / n
+            cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / n
+            scores.append(
+                ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+            )
+    return sum(scores) / len(scores)
+
+
 def video_info(
     width: int,
     height: int,

@@ -8,6 +8,7 @@ processes against one (``DagsterStack``, started by the ``dagster_stack`` fixtur
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -415,3 +416,21 @@ def s3_resource(server) -> S3Resource:
         aws_secret_access_key=server.secret_key,
         region_name="us-east-1",
     )
+
+
+def stream_files(manifest: dict, read: Callable[[str], str]) -> list[str]:
+    """Every file of a manifest's stream: the master and the DASH manifest, and each media playlist with the
+    init segment and segments it lists (paths relative to the video's folder)."""
+    streams = manifest["streams"]
+    files = [streams["hls"]["path"], streams["dash"]["path"]]
+    master = read(streams["hls"]["path"])
+    folder = streams["hls"]["path"].rsplit("/", 1)[0]
+    playlists = [line for line in master.splitlines() if line and not line.startswith("#")]
+    playlists += re.findall(r'URI="([^"]+)"', master)
+    for playlist in playlists:
+        files.append(f"{folder}/{playlist}")
+        base = f"{folder}/{playlist.rsplit('/', 1)[0]}"
+        text = read(f"{folder}/{playlist}")
+        names = [line for line in text.splitlines() if line and not line.startswith("#")]
+        files += [f"{base}/{name}" for name in [*re.findall(r'URI="([^"]+)"', text), *names]]
+    return files

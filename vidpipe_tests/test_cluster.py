@@ -22,14 +22,18 @@ from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe_tests import corpus
 from vidpipe_tests.clusters import Cluster, cluster_processes, running_cluster
-from vidpipe_tests.harness import graphql, partition_statuses, wait_until, webserver_answers
+from vidpipe_tests.harness import graphql, partition_statuses, stream_files, wait_until, webserver_answers
 
 PROCESSING_TIMEOUT = 240
 LOSS_TIMEOUT = 180
 """Noticing the lost worker (``LOST_AFTER_SECONDS``), the run's retry, and the encode again."""
 SOURCE = dg.AssetKey("source_video")
 H264_360P = dg.AssetKey(["renditions", "h264_360p"])
-CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".jpg": "image/jpeg", ".webp": "image/webp"}
+CONTENT_TYPES = {
+    ".mp4": "video/mp4", ".webm": "video/webm", ".jpg": "image/jpeg", ".webp": "image/webp",
+    ".m3u8": "application/vnd.apple.mpegurl", ".mpd": "application/dash+xml", ".m4s": "video/iso.segment",
+    ".vtt": "text/vtt",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,16 @@ def step_intervals(instance: dg.DagsterInstance, step_key: str) -> list[tuple[fl
     return intervals
 
 
+def published_streaming(cluster, key: str, manifest: dict) -> list[str]:
+    """The stream's and the storyboard's files a manifest leads to (paths under the video's folder)."""
+
+    def read(path: str) -> str:
+        return cluster.s3.get_object(Bucket=BUCKET, Key=f"videos/{key}/{path}")["Body"].read().decode()
+
+    storyboard = manifest["storyboard"]
+    return [*stream_files(manifest, read), storyboard["vtt"], *storyboard["images"]]
+
+
 def test_uploads_to_the_s3_inbox_are_processed_by_both_workers_into_the_bucket(
     cluster, phone_clip, landscape_clip, tmp_path
 ):
@@ -82,6 +96,10 @@ def test_uploads_to_the_s3_inbox_are_processed_by_both_workers_into_the_bucket(
             assert head["ContentType"] == CONTENT_TYPES[Path(entry["path"]).suffix]
             if "bytes" in entry:
                 assert head["ContentLength"] == entry["bytes"]
+        # the adaptive stream and the storyboard, every file with the type players need
+        for path in [*published_streaming(cluster, keys[-1], manifest)]:
+            head = cluster.s3.head_object(Bucket=BUCKET, Key=folder + path)
+            assert head["ContentType"] == CONTENT_TYPES[Path(path).suffix], path
         original_key = folder + "source" + Path(manifest["source"]["name"]).suffix.lower()
         assert (
             cluster.s3.get_object(Bucket=BUCKET, Key=original_key)["Body"].read()
@@ -213,7 +231,10 @@ def test_a_worker_killed_mid_encode_has_its_step_run_again_on_the_other(cluster,
     )
     manifest = cluster.manifest(key)
     listed = {f"videos/{key}/{entry['path']}" for entry in [*manifest["renditions"], *manifest["thumbnails"]]}
-    outputs = set(cluster.objects(f"videos/{key}/renditions/")) | set(cluster.objects(f"videos/{key}/thumbnails/"))
+    listed |= {f"videos/{key}/{path}" for path in published_streaming(cluster, key, manifest)}
+    outputs = set()
+    for folder in ("renditions", "thumbnails", "stream", "storyboard"):
+        outputs |= set(cluster.objects(f"videos/{key}/{folder}/"))
     assert outputs == listed  # nothing partial beside what the manifest lists
     assert cluster.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     with cluster.instance() as instance:

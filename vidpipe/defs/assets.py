@@ -1,4 +1,5 @@
-"""Assets: the upload taken into storage, its renditions, its thumbnail and its manifest."""
+"""Assets: the upload taken into storage, its renditions, its thumbnail, its storyboard, its adaptive
+stream and its manifest."""
 
 import errno
 import json
@@ -8,7 +9,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -19,13 +20,16 @@ from vidpipe import settings
 from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
 from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource
-from vidpipe.defs.storage import VideoStorage
+from vidpipe.defs.storage import VideoStorage, scratch_folder
 from vidpipe.media.encoder import DecodeReport, Progress, output_filename
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
+from vidpipe.media.files import publish_tree
 from vidpipe.media.ladder import PlannedRendition, Rung, plan_ladder
 from vidpipe.media.manifest import (
     MANIFEST_FILE,
     RENDITIONS_FOLDER,
+    STORYBOARD_FOLDER,
+    STREAM_FOLDER,
     THUMBNAILS_FOLDER,
     RenditionFile,
     RenditionSet,
@@ -34,6 +38,9 @@ from vidpipe.media.manifest import (
     manifest_problems,
     worst_decoding,
 )
+from vidpipe.media.packaging import StreamInput, StreamPackage
+from vidpipe.media.quality import SSIM_FLOOR, QualityReport, Rendition
+from vidpipe.media.storyboard import Storyboard
 from vidpipe.media.thumbnail import ThumbnailFile, preview_data_uri, write_thumbnails
 
 # Per-partition checks are a preview feature in Dagster 1.13; they are what makes the UI show
@@ -45,12 +52,34 @@ warnings.filterwarnings(
 MANIFEST_CHECK = "manifest_outputs_complete"
 DECODING_CHECK = "source_decoded_cleanly"
 THUMBNAIL_CODE_VERSION = "1"
-MANIFEST_CODE_VERSION = "2"
+STORYBOARD_CODE_VERSION = "1"
+STREAM_CODE_VERSION = "1"
+QUALITY_CODE_VERSION = "1"
+MANIFEST_CODE_VERSION = "3"
 SOURCE_VIDEO_KEY = dg.AssetKey("source_video")
 PROGRESS_LOG = logging.getLogger("vidpipe.progress")
 """Every encode progress update (``Progress`` in the record's ``progress``), for a command that runs
 the op in its own process: ``vidpipe process`` shows them on a terminal."""
 TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
+
+LADDER_OUTPUT = "ladder"
+LADDER_KEY = dg.AssetKey(["renditions", LADDER_OUTPUT])
+
+
+def video_asset(group_name: str, code_version: str, *, reads_ladder: bool = False, **options: Any) -> Any:
+    """``@dg.asset`` for a per-video asset: partitioned by video, retried on transient failures (a killed
+    or timed-out tool), in ``group_name``; with ``reads_ladder``, its input ``ladder`` is the video's set of
+    renditions (``renditions/ladder``)."""
+    ins = {"ladder": dg.AssetIn(key=LADDER_KEY)} if reads_ladder else None
+    return dg.asset(
+        partitions_def=videos,
+        group_name=group_name,
+        code_version=code_version,
+        ins=ins,
+        retry_policy=TRANSIENT_RETRIES,
+        **options,
+    )
 
 
 @contextmanager
@@ -94,7 +123,7 @@ def rendition_key(rung: Rung) -> dg.AssetKey:
     return dg.AssetKey(["renditions", rung.name])
 
 
-@dg.asset(partitions_def=videos, group_name="ingest", code_version="1", retry_policy=TRANSIENT_RETRIES)
+@video_asset("ingest", "1")
 def source_video(
     context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource, inbox: InboxResource
 ) -> dg.Output:
@@ -141,10 +170,6 @@ def _upload_of(context: dg.AssetExecutionContext, key: str) -> tuple[str, str]:
     raise UploadError(
         f"video {key} has no stored original and no upload recorded for it: drop the file into the inbox again"
     )
-
-
-LADDER_OUTPUT = "ladder"
-LADDER_KEY = dg.AssetKey(["renditions", LADDER_OUTPUT])
 
 
 def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
@@ -339,9 +364,7 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
     return log
 
 
-@dg.asset(
-    partitions_def=videos, group_name="thumbnails", code_version=THUMBNAIL_CODE_VERSION, retry_policy=TRANSIENT_RETRIES
-)
+@video_asset("thumbnails", THUMBNAIL_CODE_VERSION)
 def thumbnail(
     context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
 ) -> dg.Output:
@@ -351,10 +374,7 @@ def thumbnail(
         context.log.debug(f"first frame read from {read}")
         with storage.publishing(source_video.key, THUMBNAILS_FOLDER) as out_dir:
             files = write_thumbnails(frame, out_dir)
-    if refused := storage.rejection_reason(source_video.key):
-        # The renditions step refused the upload while this one ran: nothing may stay beside the original.
-        storage.withdraw_outputs(source_video.key)
-        raise dg.Failure(description=f"not published: the upload was refused ({refused})", allow_retries=False)
+    _withdraw_if_refused(storage, source_video.key)
     return dg.Output(
         files,
         metadata={
@@ -366,6 +386,195 @@ def thumbnail(
             **_made_by(),
         },
     )
+
+
+@video_asset("previews", STORYBOARD_CODE_VERSION)
+def storyboard(
+    context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
+) -> dg.Output:
+    """Seek previews: a small frame every few seconds in sprite sheets, and the WebVTT track a player reads
+    them from while scrubbing (none for an audio-only upload). Made from the original, beside the encode."""
+    if not source_video.info.has_video:
+        return dg.Output(None, metadata={"tiles": 0, "why_none": "the upload has no video"})
+    with (
+        failures_for_people(context, storage, source_video.key, making="the storyboard"),
+        storage.fetch(source_video.key, source_video.file) as original,
+        storage.publishing(source_video.key, STORYBOARD_FOLDER) as out_dir,
+    ):
+        made = ffmpeg.storyboard(original, source_video.info, out_dir)
+    _withdraw_if_refused(storage, source_video.key)
+    plan = made.plan
+    return dg.Output(
+        made,
+        metadata={
+            "tiles": plan.tiles,
+            "interval_seconds": plan.interval,
+            "tile_size": f"{plan.tile_width}x{plan.tile_height}",
+            "sheets": len(made.images),
+            "vtt": dg.MetadataValue.path(storage.location(source_video.key, f"{STORYBOARD_FOLDER}/{made.vtt}")),
+            **_made_by(),
+        },
+    )
+
+
+def build_stream_asset(rungs: tuple[Rung, ...]) -> dg.AssetsDefinition:
+    audio_kbps = {rung.name: rung.audio_kbps for rung in rungs}
+
+    @video_asset("streaming", STREAM_CODE_VERSION, reads_ladder=True)
+    def stream(
+        context: dg.AssetExecutionContext, ladder: RenditionSet, ffmpeg: FFmpegResource, storage: VideoStorage
+    ) -> dg.Output:
+        """The H.264/AAC renditions (AAC alone for an audio-only upload) as one CMAF stream: an HLS master
+        playlist and a DASH MPD over the same fMP4 segments, by stream copy (``media/packaging.py``).
+        The VP9/Opus renditions stay progressive files."""
+        key = context.partition_key
+        chosen = [r for r in ladder.files if r.container == "mp4" and r.info.video_codec in ("h264", None)]
+        if not chosen:
+            return dg.Output(None, metadata={"why_none": "no H.264/AAC rendition was made"})
+        with failures_for_people(context, storage, key, making="the adaptive stream"), ExitStack() as fetched:
+            inputs = [
+                StreamInput(
+                    name=r.name,
+                    path=fetched.enter_context(storage.fetch(key, f"{RENDITIONS_FOLDER}/{r.file}")),
+                    audio_kbps=audio_kbps[r.name] if r.info.has_audio else 0,
+                    video=r.info.has_video,
+                )
+                for r in chosen
+            ]
+            with (
+                scratch_folder(str(settings.scratch_dir()), "package") as staged,
+                storage.publishing(key, STREAM_FOLDER) as out_dir,
+            ):
+                package = ffmpeg.package_stream(inputs, staged)
+                publish_tree(staged, out_dir)
+        return dg.Output(package, metadata=_stream_metadata(package, storage, key))
+
+    return stream
+
+
+QUALITY_FLOOR_CHECK = "rungs_above_quality_floor"
+KEYFRAMES_CHECK = "rung_keyframes_aligned"
+SYNC_CHECK = "picture_and_sound_in_step"
+
+
+@video_asset(
+    "quality",
+    QUALITY_CODE_VERSION,
+    reads_ladder=True,
+    check_specs=[
+        dg.AssetCheckSpec(
+            QUALITY_FLOOR_CHECK,
+            asset="quality",
+            partitions_def=videos,
+            description=f"Every rung's SSIM against the source scaled to its size is at least {SSIM_FLOOR} "
+            "(media/quality.py SSIM_FLOOR). A rung under it is still published, and flagged here and in the "
+            "manifest.",
+        ),
+        dg.AssetCheckSpec(
+            KEYFRAMES_CHECK,
+            asset="quality",
+            partitions_def=videos,
+            description="Every video rung has a keyframe every 2 s from 0, at the same times as the others: "
+            "what lets a player switch rungs at any segment boundary.",
+        ),
+        dg.AssetCheckSpec(
+            SYNC_CHECK,
+            asset="quality",
+            partitions_def=videos,
+            description="In every rendition, picture and sound start together and last as long as the source "
+            "(within 50 ms).",
+        ),
+    ],
+)
+def quality(
+    context: dg.AssetExecutionContext,
+    source_video: SourceVideo,
+    ladder: RenditionSet,
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Each rung's SSIM and PSNR against the source, the rungs' keyframe alignment, and picture and sound
+    in step (``media/quality.py``).
+
+    A rung under the floor is flagged, not withheld: its check fails (red in the UI), the manifest
+    marks it, and the run log warns; the video is still published, because a viewer on a slow
+    connection is better served by a soft rung than by none, and the floor is measured against a
+    source that may itself be soft. An operator re-encodes it with a changed rung (a backfill).
+    """
+    key = source_video.key
+    with (
+        failures_for_people(context, storage, key, making="the quality report"),
+        ExitStack() as fetched,
+        scratch_folder(str(settings.scratch_dir()), "package") as work,
+    ):
+        original = fetched.enter_context(storage.fetch(key, source_video.file))
+        renditions = [
+            Rendition(r.name, fetched.enter_context(storage.fetch(key, f"{RENDITIONS_FOLDER}/{r.file}")), r.info)
+            for r in ladder.files
+        ]
+        report = ffmpeg.quality_report(original, source_video.info, renditions, work)
+    for rung in report.below_floor():
+        context.log.warning(f"{rung.name} is below the quality floor: SSIM {rung.ssim} < {SSIM_FLOOR}")
+    per_rung: dict[str, Any] = {}
+    for rung in report.rungs:
+        per_rung[f"ssim_{rung.name}"] = dg.MetadataValue.float(rung.ssim)
+        per_rung[f"psnr_{rung.name}"] = dg.MetadataValue.float(rung.psnr)
+    yield dg.Output(
+        report,
+        metadata={
+            **per_rung,
+            "rungs": _table(
+                ("rung", "size", "SSIM", "PSNR dB", "frames compared"),
+                [(r.name, f"{r.width}x{r.height}", r.ssim, r.psnr, r.frames_compared) for r in report.rungs],
+            ),
+            "lowest_ssim": dg.MetadataValue.float(min((r.ssim for r in report.rungs), default=1.0)),
+            **_made_by(),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=QUALITY_FLOOR_CHECK,
+        passed=not report.below_floor(),
+        description=", ".join(f"{r.name} SSIM {r.ssim}" for r in report.below_floor()) or None,
+        metadata={**per_rung, "floor": dg.MetadataValue.float(SSIM_FLOOR)},
+    )
+    yield dg.AssetCheckResult(
+        check_name=KEYFRAMES_CHECK,
+        passed=not report.keyframe_problems,
+        description="; ".join(report.keyframe_problems) or None,
+        metadata={"keyframes": max((len(t.keyframes) for t in report.timings), default=0)},
+    )
+    offsets = {f"av_offset_{t.name}": t.av_offset for t in report.timings if t.av_offset is not None}
+    yield dg.AssetCheckResult(
+        check_name=SYNC_CHECK,
+        passed=not report.sync_problems,
+        description="; ".join(report.sync_problems) or None,
+        metadata={name: dg.MetadataValue.float(value) for name, value in offsets.items()},
+    )
+
+
+def _stream_metadata(package: StreamPackage, storage: VideoStorage, key: str) -> dict[str, Any]:
+    return {
+        "hls": dg.MetadataValue.path(storage.location(key, f"{STREAM_FOLDER}/{package.hls}")),
+        "dash": dg.MetadataValue.path(storage.location(key, f"{STREAM_FOLDER}/{package.dash}")),
+        "segment_seconds": package.segment_seconds,
+        "levels": _table(
+            ("playlist", "resolution", "peak bit/s", "average bit/s", "codecs", "fps"),
+            [
+                (v.playlist, v.resolution, v.bandwidth, v.average_bandwidth, v.codecs, v.frame_rate)
+                for v in package.variants
+            ],
+        ),
+        **_made_by(),
+    }
+
+
+def _withdraw_if_refused(storage: VideoStorage, key: str) -> None:
+    """For a step that runs beside the encode: if the renditions step refused the upload meanwhile (and
+    withdrew the outputs), withdraw again what this step just published; nothing may stay beside a
+    refused original."""
+    if refused := storage.rejection_reason(key):
+        storage.withdraw_outputs(key)
+        raise dg.Failure(description=f"not published: the upload was refused ({refused})", allow_retries=False)
 
 
 FIRST_FRAME_HEAD_BYTES = 16 << 20
@@ -406,8 +615,8 @@ def build_manifest_asset() -> dg.AssetsDefinition:
                 MANIFEST_CHECK,
                 asset="video_manifest",
                 partitions_def=videos,
-                description="Every file the manifest lists exists with its listed size, and every rendition "
-                "lasts as long as the source.",
+                description="Every file the manifest lists exists (renditions with their listed size; the "
+                "stream's playlists and the storyboard), and every rendition lasts as long as the source.",
             ),
             dg.AssetCheckSpec(
                 DECODING_CHECK,
@@ -425,6 +634,9 @@ def build_manifest_asset() -> dg.AssetsDefinition:
         thumbnail: list[ThumbnailFile],
         storage: VideoStorage,
         ladder: RenditionSet,
+        stream: StreamPackage | None,
+        storyboard: Storyboard | None,
+        quality: QualityReport,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """The JSON document a web app reads to build its player: every output of one video.
 
@@ -433,7 +645,7 @@ def build_manifest_asset() -> dg.AssetsDefinition:
         """
         key = source_video.key
         produced = list(ladder.files)
-        manifest = build_manifest(source_video, produced, thumbnail)
+        manifest = build_manifest(source_video, produced, thumbnail, stream, storyboard, quality)
         storage.publish_file(key, MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         location = storage.location(key, MANIFEST_FILE)
         context.log.info(

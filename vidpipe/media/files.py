@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def write_atomically(final: Path, data: bytes) -> None:
         publish(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+INDEX_SUFFIXES = (".m3u8", ".mpd", ".vtt")
+"""Files that point at other files (playlists, the DASH manifest, a WebVTT track of tiles)."""
+
+
+def publication_order(files: list[Path], root: Path) -> list[Path]:
+    """``files`` (under ``root``) in the order to publish them: every file before those that point at it,
+    so that a reader who finds an index finds what it lists (media files, then the deepest indexes
+    first: a rung's playlist before the master playlist that lists it)."""
+
+    def rank(path: Path) -> tuple[bool, int, str]:
+        relative = path.relative_to(root)
+        return path.suffix in INDEX_SUFFIXES, -len(relative.parts), str(relative)
+
+    return sorted(files, key=rank)
+
+
+def publish_tree(staged: Path, final: Path) -> None:
+    """Copy every file under ``staged`` to the same place under ``final``, each one atomically, in
+    ``publication_order``: a reader never sees a partial file, nor an index before what it lists."""
+    files = [path for path in staged.rglob("*") if path.is_file()]
+    for path in publication_order(files, staged):
+        target = final / path.relative_to(staged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_sibling(target)
+        try:
+            shutil.copyfile(path, temporary)
+            publish(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path) -> str:

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidpipe.media.encoder import DecodeReport
+from vidpipe.media.packaging import DASH_MIME_TYPE, HLS_MIME_TYPE, StreamPackage
 from vidpipe.media.probe import VideoInfo
+from vidpipe.media.quality import SSIM_FLOOR, QualityReport
+from vidpipe.media.storyboard import Storyboard
 from vidpipe.media.thumbnail import ThumbnailFile
 
 MANIFEST_VERSION = 1
@@ -16,6 +19,8 @@ MANIFEST_VERSION = 1
 # these two folders and the manifest, which lists the folders' files by these relative names.
 RENDITIONS_FOLDER = "renditions"
 THUMBNAILS_FOLDER = "thumbnails"
+STREAM_FOLDER = "stream"
+STORYBOARD_FOLDER = "storyboard"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -64,8 +69,13 @@ def build_manifest(
     source: SourceVideo,
     renditions: list[RenditionFile],
     thumbnails: list[ThumbnailFile],
+    stream: StreamPackage | None = None,
+    storyboard: Storyboard | None = None,
+    quality: QualityReport | None = None,
 ) -> dict[str, Any]:
-    """Paths are relative to the video's folder, where the manifest itself is written."""
+    """Paths are relative to the video's folder, where the manifest itself is written. ``streams`` is empty
+    and ``storyboard`` null when the video has none (no H.264/AAC rendition; no picture); ``quality`` says
+    how each rung compares with the source."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "video": source.key,
@@ -75,7 +85,57 @@ def build_manifest(
             {"path": f"{THUMBNAILS_FOLDER}/{t.file}", "format": t.format, "width": t.width, "height": t.height}
             for t in thumbnails
         ],
+        "streams": _streams_entry(stream) if stream else {},
+        "storyboard": _storyboard_entry(storyboard) if storyboard else None,
+        "quality": _quality_entry(quality) if quality else None,
         "ffmpeg": _commands_entry(renditions),
+    }
+
+
+def _streams_entry(stream: StreamPackage) -> dict[str, Any]:
+    levels = []
+    for variant in stream.variants:
+        width, _, height = variant.resolution.partition("x")
+        levels.append(
+            {
+                "playlist": f"{STREAM_FOLDER}/{variant.playlist}",
+                "width": int(width) if width.isdigit() else None,
+                "height": int(height) if height.isdigit() else None,
+                "bandwidth": variant.bandwidth,
+                "average_bandwidth": variant.average_bandwidth,
+                "codecs": variant.codecs,
+                "frame_rate": variant.frame_rate,
+            }
+        )
+    return {
+        "hls": {"path": f"{STREAM_FOLDER}/{stream.hls}", "mime_type": HLS_MIME_TYPE, "levels": levels},
+        "dash": {"path": f"{STREAM_FOLDER}/{stream.dash}", "mime_type": DASH_MIME_TYPE},
+        "segment_seconds": stream.segment_seconds,
+    }
+
+
+def _quality_entry(quality: QualityReport) -> dict[str, Any]:
+    """Per rung SSIM and PSNR against the source and whether it is at the floor; what the checks found."""
+    return {
+        "ssim_floor": SSIM_FLOOR,
+        "rungs": {
+            r.name: {"ssim": r.ssim, "psnr": r.psnr, "passed": r.passed, "frames_compared": r.frames_compared}
+            for r in quality.rungs
+        },
+        "keyframes_aligned": not quality.keyframe_problems,
+        "in_sync": not quality.sync_problems,
+        "problems": [*quality.keyframe_problems, *quality.sync_problems],
+    }
+
+
+def _storyboard_entry(storyboard: Storyboard) -> dict[str, Any]:
+    plan = storyboard.plan
+    return {
+        "vtt": f"{STORYBOARD_FOLDER}/{storyboard.vtt}",
+        "images": [f"{STORYBOARD_FOLDER}/{image}" for image in storyboard.images],
+        "interval": plan.interval,
+        "tile_width": plan.tile_width,
+        "tile_height": plan.tile_height,
     }
 
 
@@ -149,4 +209,10 @@ def manifest_problems(manifest: dict[str, Any], stored_size: Callable[[str], int
     for thumbnail in manifest["thumbnails"]:
         if stored_size(thumbnail["path"]) is None:
             problems.append(f"thumbnail {thumbnail['path']} is missing")
+    streams = manifest.get("streams") or {}
+    indexes = [entry["path"] for entry in (streams.get("hls"), streams.get("dash")) if entry]
+    indexes += [level["playlist"] for level in streams.get("hls", {}).get("levels", [])]
+    if storyboard := manifest.get("storyboard"):
+        indexes += [storyboard["vtt"], *storyboard["images"]]
+    problems += [f"{path} is missing" for path in indexes if stored_size(path) is None]
     return problems

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 from dataclasses import replace
 
 import dagster as dg
@@ -71,6 +72,23 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
         ("webp", 320, 569),
     }
     assert all((video_dir / t["path"]).is_file() for t in manifest["thumbnails"])
+    # The H.264/AAC rungs as one adaptive stream, HLS and DASH; seek previews of the upright picture.
+    streams = manifest["streams"]
+    assert (streams["hls"]["path"], streams["dash"]["path"]) == ("stream/master.m3u8", "stream/manifest.mpd")
+    assert [(level["playlist"], level["width"], level["height"]) for level in streams["hls"]["levels"]] == [
+        ("stream/h264_360p/index.m3u8", 360, 640),
+        ("stream/h264_240p/index.m3u8", 240, 426),
+    ]
+    assert all((video_dir / level["playlist"]).is_file() for level in streams["hls"]["levels"])
+    assert (video_dir / streams["dash"]["path"]).is_file() and streams["segment_seconds"] == 2
+    assert manifest["storyboard"] == {
+        "vtt": "storyboard/storyboard.vtt",
+        "images": ["storyboard/sheet_000.jpg"],
+        "interval": 1,
+        "tile_width": 90,
+        "tile_height": 160,
+    }
+    assert (video_dir / "storyboard" / "storyboard.vtt").read_text().count("#xywh=") == 2
     # The public manifest names files relative to itself; the exact command stays private.
     argv = manifest["ffmpeg"]["argv"]
     assert argv[0] == "ffmpeg" and "source.mov" in argv
@@ -81,8 +99,18 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
     checks = {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
-    assert set(checks) == {"manifest_outputs_complete", "source_decoded_cleanly"}
-    assert all(check.passed for check in checks.values())
+    assert set(checks) == {
+        "manifest_outputs_complete",
+        "source_decoded_cleanly",
+        "rungs_above_quality_floor",
+        "rung_keyframes_aligned",
+        "picture_and_sound_in_step",
+    }
+    assert all(check.passed for check in checks.values()), {n: c.description for n, c in checks.items()}
+    quality = manifest["quality"]
+    assert set(quality["rungs"]) == {"h264_360p", "h264_240p", "vp9_360p"}
+    assert all(0.95 <= rung["ssim"] <= 1 and rung["psnr"] > 30 and rung["passed"] for rung in quality["rungs"].values())
+    assert quality["keyframes_aligned"] and quality["in_sync"] and quality["problems"] == []
 
 
 def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_video, tmp_path):
@@ -100,12 +128,16 @@ def test_the_manifest_check_finds_missing_and_altered_files(pipeline, phone_vide
     with open(copy / "renditions" / "h264_240p.mp4", "ab") as handle:
         handle.write(b"junk")
     (copy / manifest["thumbnails"][0]["path"]).unlink()
+    (copy / "stream" / "h264_240p" / "index.m3u8").unlink()
+    (copy / "storyboard" / "sheet_000.jpg").unlink()
     problems = manifest_problems(manifest, stored_size)
     listed = manifest["renditions"][1]["bytes"]
     assert problems[0] == f"h264_240p: {listed + 4} bytes stored, {listed} listed"
     assert problems[1:] == [
         "vp9_360p: renditions/vp9_360p.webm is missing",
         f"thumbnail {manifest['thumbnails'][0]['path']} is missing",
+        "stream/h264_240p/index.m3u8 is missing",
+        "storyboard/sheet_000.jpg is missing",
     ]
     manifest["renditions"][0]["duration"] += 0.5
     assert manifest_problems(manifest, stored_size)[0].startswith("h264_360p: lasts 2.5")
@@ -180,3 +212,28 @@ def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(t
         assert [c["renditions"] for c in commands] == [["h264_360p", "vp9_360p"], ["h264_240p"]]
         resolver = get_stale_status_resolver(instance, edited_assets)
         assert all(resolver.get_status(k, key) != StaleStatus.STALE for k in RUNG_KEYS)
+
+
+def test_the_quality_check_fails_on_a_damaged_rendition(pipeline, phone_video, tmp_path):
+    """A rendition replaced by a blurred, starved encode of itself (same size, keyframes and length): the
+    quality floor check fails and names it, and the other checks still pass."""
+    key, _ = phone_video
+    rendition = pipeline.storage_root / key / "renditions" / "h264_240p.mp4"
+    damaged = tmp_path / "damaged.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(rendition), "-vf", "boxblur=8:2", "-c:v", "libx264", "-crf", "45",
+         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-force_key_frames", "expr:gte(t,n_forced*2)",
+         "-c:a", "copy", str(damaged)],
+        check=True,
+    )  # fmt: skip
+    original = rendition.read_bytes()
+    try:
+        damaged.replace(rendition)
+        result = pipeline.materialize(key, selection=[dg.AssetKey("quality")])
+    finally:
+        rendition.write_bytes(original)
+    checks = {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
+    floor = checks["rungs_above_quality_floor"]
+    assert not floor.passed and floor.description.startswith("h264_240p SSIM 0.")
+    assert floor.metadata["ssim_h264_240p"].value < 0.95 <= floor.metadata["ssim_h264_360p"].value
+    assert checks["rung_keyframes_aligned"].passed and checks["picture_and_sound_in_step"].passed

@@ -20,7 +20,7 @@ from vidpipe.media.keys import partition_key
 from vidpipe.media.manifest import SourceVideo
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import read_first_frame
-from vidpipe_tests.harness import BUCKET, Pipeline, s3_resource
+from vidpipe_tests.harness import BUCKET, Pipeline, s3_resource, stream_files
 
 
 def s3_storage(server, scratch: Path) -> S3VideoStorage:
@@ -190,10 +190,14 @@ def test_a_video_processed_on_s3_storage_is_complete_and_consistent_whenever_it_
             watcher.join()
     assert result.success
     final = objects(s3_server, storage.prefix)
-    manifest = json.loads(
-        s3_server.client().get_object(Bucket=BUCKET, Key=f"{storage.prefix}{key}/manifest.json")["Body"].read()
-    )
+
+    def read(name: str) -> str:
+        return s3_server.client().get_object(Bucket=BUCKET, Key=f"{storage.prefix}{name}")["Body"].read().decode()
+
+    manifest = json.loads(read(f"{key}/manifest.json"))
     published = {f"{key}/{entry['path']}": entry for entry in [*manifest["renditions"], *manifest["thumbnails"]]}
+    published |= {f"{key}/{path}": {} for path in [manifest["storyboard"]["vtt"], *manifest["storyboard"]["images"]]}
+    published |= {f"{key}/{path}": {} for path in stream_files(manifest, lambda path: read(f"{key}/{path}"))}
     assert set(published) <= set(final)
     for name, rendition in ((f"{key}/{r['path']}", r) for r in manifest["renditions"]):
         assert final[name]["Size"] == rendition["bytes"]
@@ -208,6 +212,8 @@ def test_a_video_processed_on_s3_storage_is_complete_and_consistent_whenever_it_
     assert changed == {}, "an object was seen before it was complete, or a temporary one was listed"
     manifest_time = final[f"{key}/manifest.json"]["LastModified"]
     assert all(final[name]["LastModified"] <= manifest_time for name in published), "the manifest was not written last"
+    master = f"{key}/{manifest['streams']['hls']['path']}"
+    assert all(final[name]["LastModified"] <= final[master]["LastModified"] for name in published if "/stream/" in name)
     original = s3_server.client().get_object(Bucket=BUCKET, Key=f"{storage.prefix}{key}/source.mov")["Body"].read()
     assert original == phone_clip.read_bytes()
     assert list((tmp_path / "scratch").iterdir()) == []

@@ -81,6 +81,7 @@ def test_a_stored_original_is_never_more_readable_than_the_upload(pipeline, tmp_
     [
         ("ffmpeg", {"ffmpeg_path": "/bin/sh"}),
         ("ffmpeg", {"ffprobe_path": "/usr/bin/env"}),
+        ("ffmpeg", {"packager_path": "/bin/sh"}),
         ("storage", {"root": "/etc"}),
         ("inbox", {"path": "/root"}),
     ],

@@ -1,0 +1,1 @@
+"""``vidpipe serve``: the gallery of processed videos and a player page per video (``app.py``)."""
