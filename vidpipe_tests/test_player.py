@@ -162,6 +162,10 @@ def test_the_gallery_lists_ready_videos_with_thumbnails_and_refused_ones_with_wh
     assert rejected.get_attribute("data-state") == "rejected"
     assert rejected.locator(".name").inner_text() == "notes.mp4"
     assert rejected.locator(".reason").inner_text() == "not a video: the file is text"
+    # a refused upload's page says why; an unknown video is not found
+    page.goto(f"{url}/videos/{refused}")
+    assert page.locator(".reason").inner_text() == "This upload was refused: not a video: the file is text"
+    assert page.goto(f"{url}/videos/nothing-0123456789ab").status == 404
 
 
 def test_media_is_served_with_ranges_and_types_and_nothing_private(served):

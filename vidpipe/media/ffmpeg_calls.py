@@ -84,15 +84,17 @@ class Tools:
             *args, os.fspath(path),
         ]  # fmt: skip
 
-    def input(self, source: str | os.PathLike[str], demuxer: str) -> Node:
+    def input(self, source: str | os.PathLike[str], demuxer: str, **options: str | float) -> Node:
         """An ffmpeg-python input that reads only this local file, with the demuxer the probe found
-        and the decoders held to the pixel limit (the guards of ``ffprobe_argv``, in ffmpeg-python's form)."""
+        and the decoders held to the pixel limit (the guards of ``ffprobe_argv``, in ffmpeg-python's form);
+        ``options`` are more input options (``ss``, ``t``: a stretch of the file)."""
         return ffmpeg.input(
             os.fspath(source),
             f=demuxer,
             protocol_whitelist="file",
             format_whitelist=",".join(ALLOWED_DEMUXERS),
             max_pixels=self.limits.max_pixels,
+            **options,
         )
 
 

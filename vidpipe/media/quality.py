@@ -2,12 +2,13 @@
 keyframes line up, and whether picture and sound last as long as the source and start together.
 
 SSIM and PSNR come from ffmpeg's ``ssim`` and ``psnr`` filters (Debian's ffmpeg has no libvmaf), in
-one ffmpeg run: the source is decoded once and conditioned as the encode conditions it
-(deinterlaced, tone-mapped, brought to the rung's frame rate), then scaled to each rung's size
-(bicubic) and compared with that rung frame by frame. Only every ``SAMPLE_EVERY``-th frame is
-compared (all frames are still decoded), which keeps the measuring a small share of the encode
-(benchmark S9) while sampling every part of the video; the benchmark's SSIM rows compare it with
-all frames.
+one ffmpeg run: the source is conditioned as the encode conditions it (deinterlaced, tone-mapped,
+brought to the rung's frame rate), scaled to each rung's size (bicubic) and compared with that rung
+frame by frame. Decoding is the cost (a 12 Mbit/s 1080p source alone decodes in a tenth of the
+time its ladder encodes in), so a video longer than 12 s is compared over ``WINDOWS`` stretches of
+one segment spread over it (``measurement_windows``), every frame of them, and a shorter one
+whole: measuring stays a small share of the encode (benchmark S9); the benchmark's SSIM rows
+compare every frame of the whole video beside it.
 
 ``SSIM_FLOOR`` is the one quality floor: a rung under it fails its check (the video is still
 published, flagged; see ``defs/assets.py``'s ``quality``).
@@ -30,10 +31,15 @@ from vidpipe.media.probe import VideoInfo, probe_json
 
 SSIM_FLOOR = 0.95
 """The lowest SSIM (all planes, against the source scaled to the rung's size) a rung may have."""
-SAMPLE_EVERY = 7
-"""Compare one frame in this many (four a second at 30 fps). A prime, so that the sample does not line up
-with the encoders' periodic better frames: with every 10th frame, libvpx's golden frames made a VP9 rung
-look 0.015 better than all its frames do (every 7th: within 0.001)."""
+WINDOWS = 3
+COMPARE_EVERY = 7
+"""Compare one frame in this many of a stretch (all are decoded; the comparisons run on one thread), from
+the middle of each run of seven: a stretch starts with a keyframe, which encoders make better than the
+frames around it and which the sample should not favour. Seven is a prime, so the sample does not line
+up with other periodic better frames (libvpx's golden frames, every 10th, made a VP9 rung look 0.015
+better than all its frames when every 10th frame was compared)."""
+WINDOW_SECONDS = KEYFRAME_INTERVAL_SECONDS
+"""Each compared stretch is one segment of every rung: it starts at a keyframe of each."""
 KEYFRAME_TOLERANCE_SECONDS = 0.005
 """WebM keeps times in milliseconds: a keyframe at 2 s may read 2.001."""
 SYNC_TOLERANCE_SECONDS = 0.05
@@ -110,31 +116,37 @@ def quality_report(
 def measure_quality(
     source: Path, info: VideoInfo, renditions: list[Rendition], out_dir: Path, tools: Tools = DEFAULT_TOOLS
 ) -> list[RungQuality]:
-    """SSIM and PSNR of each video rendition against ``source``, in one ffmpeg run; ``out_dir`` (empty)
-    receives the filters' per-frame statistics."""
+    """SSIM and PSNR of each video rendition against ``source`` over ``measurement_windows``, in one ffmpeg
+    run; ``out_dir`` (empty) receives the filters' per-frame statistics."""
     videos = [r for r in renditions if r.info.has_video]
     if not videos or not info.has_video:
         return []
     rate = videos[0].info.frame_rate
-    stream = tools.input(source, info.demuxer)
-    reference = _sampled(condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(rate)), rate)
-    copies = reference.filter_multi_output("split", len(videos)) if len(videos) > 1 else None
+    windows = measurement_windows(info.duration, source_keyframes(source, info, tools))
     outputs = []
-    for index, rendition in enumerate(videos):
-        size = (rendition.info.display_width, rendition.info.display_height)
-        ref = (copies[index] if copies is not None else reference).filter("scale", *size, flags="bicubic")
-        ref = ref.filter("setsar", 1).filter("format", "yuv420p").filter_multi_output("split", 2)
-        dist = _sampled(tools.input(rendition.path, rendition.info.demuxer)[f"{rendition.info.video_stream}"], rate)
-        dist = dist.filter("format", "yuv420p").filter_multi_output("split", 2)
-        for metric, other in (("ssim", 0), ("psnr", 1)):
-            compared = ffmpeg.filter([dist[other], ref[other]], metric, stats_file=f"{metric}-{rendition.name}.log")
-            outputs.append(compared.output("-", f="null"))
+    for number, (start, length) in enumerate(windows):
+        stretch = {"ss": f"{start:.3f}", "t": f"{length:.3f}"}
+        stream = tools.input(source.resolve(), info.demuxer, **stretch)  # ffmpeg runs in out_dir
+        reference = _numbered(condition_picture(stream[f"{info.video_stream}"], info).filter("fps", str(rate)), rate)
+        copies = reference.filter_multi_output("split", len(videos)) if len(videos) > 1 else None
+        for index, rendition in enumerate(videos):
+            size = (rendition.info.display_width, rendition.info.display_height)
+            ref = (copies[index] if copies is not None else reference).filter("scale", *size, flags="bicubic")
+            ref = ref.filter("setsar", 1).filter("format", "yuv420p").filter_multi_output("split", 2)
+            picture = tools.input(rendition.path.resolve(), rendition.info.demuxer, **stretch)
+            picture = picture[f"{rendition.info.video_stream}"]
+            dist = _numbered(picture, rate).filter("format", "yuv420p").filter_multi_output("split", 2)
+            for metric, other in (("ssim", 0), ("psnr", 1)):
+                stats = f"{metric}-{rendition.name}-{number}.log"
+                outputs.append(ffmpeg.filter([dist[other], ref[other]], metric, stats_file=stats).output("-", f="null"))
     argv = [tools.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *ffmpeg.merge_outputs(*outputs).get_args()]
     run_tool(argv, timeout=tools.encode_timeout_seconds, cwd=out_dir, subject=os.fspath(source))
     results = []
     for rendition in videos:
-        ssim = _averages(out_dir / f"ssim-{rendition.name}.log", "All")
-        psnr = _averages(out_dir / f"psnr-{rendition.name}.log", "psnr_avg")
+        ssim = [v for n in range(len(windows)) for v in _averages(out_dir / f"ssim-{rendition.name}-{n}.log", "All")]
+        psnr = [
+            v for n in range(len(windows)) for v in _averages(out_dir / f"psnr-{rendition.name}-{n}.log", "psnr_avg")
+        ]
         results.append(
             RungQuality(
                 name=rendition.name,
@@ -148,14 +160,55 @@ def measure_quality(
     return results
 
 
-def _sampled(picture: ffmpeg.nodes.FilterableStream, rate: Fraction) -> ffmpeg.nodes.FilterableStream:
-    """Every ``SAMPLE_EVERY``-th frame, timed by its number in a time base of one frame: the source (after
-    ``fps``) and a rendition then pair frame for frame, whatever their streams' start times and time bases
-    (in WebM's milliseconds, frame times of 30 fps round to 33 or 34 ms and would pair neighbours)."""
+def measurement_windows(duration: float, source_keyframes: list[float]) -> list[tuple[float, float]]:
+    """The stretches of the video that are compared, as (start, length) in seconds: the whole of a short
+    video; else ``WINDOWS`` stretches of one segment each, spread over the video.
+
+    Each starts at a rung keyframe (a multiple of the segment length: the renditions decode from there)
+    chosen near its share of the video and soon after a keyframe of the source, which has to be
+    decoded from its keyframe before the stretch: the source's keyframes are wherever the camera put
+    them (every 8 s from x264's defaults)."""
+    if duration <= WINDOWS * WINDOW_SECONDS * 2:
+        return [(0.0, duration)]
+    starts = [float(i * WINDOW_SECONDS) for i in range(int((duration - WINDOW_SECONDS) // WINDOW_SECONDS) + 1)]
+    keyframes = sorted(source_keyframes) or [0.0]
+
+    def lead_in(start: float) -> float:
+        return start - max((k for k in keyframes if k <= start + KEYFRAME_TOLERANCE_SECONDS), default=0.0)
+
+    chosen: list[float] = []
+    for share in range(WINDOWS):
+        target = (share + 0.5) * duration / WINDOWS - WINDOW_SECONDS / 2
+        best = min((s for s in starts if s not in chosen), key=lambda s: lead_in(s) + abs(s - target) / 4)
+        chosen.append(best)
+    return [(start, float(WINDOW_SECONDS)) for start in sorted(chosen)]
+
+
+def source_keyframes(source: Path, info: VideoInfo, tools: Tools = DEFAULT_TOOLS) -> list[float]:
+    """Times of the source's video keyframes from its first frame, from its packets (nothing decoded)."""
+    if info.video_stream is None:
+        return []
+    data = probe_json(
+        source,
+        tools,
+        ("-select_streams", str(info.video_stream), "-show_entries", "stream=start_time:packet=pts_time,flags"),
+    )
+    start = _seconds((data.get("streams") or [None])[0], "start_time") or 0.0
+    return sorted(
+        round(float(p["pts_time"]) - start, 3)
+        for p in data.get("packets", [])
+        if "K" in p.get("flags", "") and p.get("pts_time") not in (None, "N/A")
+    )
+
+
+def _numbered(picture: ffmpeg.nodes.FilterableStream, rate: Fraction) -> ffmpeg.nodes.FilterableStream:
+    """Frames timed by their number in a time base of one frame: the source (after ``fps``) and a rendition
+    then pair frame for frame, whatever their streams' start times and time bases (in WebM's
+    milliseconds, frame times of 30 fps round to 33 or 34 ms and would pair neighbours)."""
     return (
         picture.filter("settb", f"{rate.denominator}/{rate.numerator}")
         .filter("setpts", "N")
-        .filter("select", f"not(mod(n,{SAMPLE_EVERY}))")
+        .filter("select", f"eq(mod(n,{COMPARE_EVERY}),{COMPARE_EVERY // 2})")
     )
 
 

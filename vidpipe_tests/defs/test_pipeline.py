@@ -1,12 +1,14 @@
 """The asset graph materialized for real: ffmpeg, a sqlite Dagster instance, local storage."""
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
 
 import dagster as dg
 import pytest
+from PIL import Image
 
 from vidpipe.definitions import build_assets
 from vidpipe.defs.dagster_internals import StaleStatus, get_stale_status_resolver
@@ -14,7 +16,7 @@ from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
-from vidpipe_tests.clips import stream
+from vidpipe_tests.clips import decode_frame, ssim, stream
 from vidpipe_tests.harness import Pipeline, step_failures
 
 RUNG_KEYS = [dg.AssetKey(["renditions", rung.name]) for rung in DEFAULT_LADDER]
@@ -237,3 +239,24 @@ def test_the_quality_check_fails_on_a_damaged_rendition(pipeline, phone_video, t
     assert not floor.passed and floor.description.startswith("h264_240p SSIM 0.")
     assert floor.metadata["ssim_h264_240p"].value < 0.95 <= floor.metadata["ssim_h264_360p"].value
     assert checks["rung_keyframes_aligned"].passed and checks["picture_and_sound_in_step"].passed
+
+
+def test_each_storyboard_tile_shows_the_original_at_its_cue(pipeline, phone_video, phone_clip):
+    """The storyboard is made from the smallest rendition; its tiles still match the upload's own frames at
+    the cues' times, the right one best (a wrong order fails)."""
+    key, _ = phone_video
+    folder = pipeline.storage_root / key / "storyboard"
+    cues = re.findall(
+        r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> .*\n(\S+)#xywh=(\d+),(\d+),(\d+),(\d+)",
+        (folder / "storyboard.vtt").read_text(),
+    )
+    assert len(cues) == 2
+    tiles, frames = [], []
+    for hours, minutes, seconds, millis, sheet, x, y, w, h in cues:
+        start = int(hours) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
+        left, top = int(x), int(y)
+        tiles.append(Image.open(folder / sheet).crop((left, top, left + int(w), top + int(h))))
+        frames.append(decode_frame(phone_clip, round(start * 30)))
+    for index, tile in enumerate(tiles):
+        scores = [ssim(tile, frame) for frame in frames]
+        assert scores[index] == max(scores) and scores[index] > 0.8, (index, scores)
