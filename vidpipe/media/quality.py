@@ -17,6 +17,7 @@ published, flagged; see ``defs/assets.py``'s ``quality``).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -103,10 +104,14 @@ class Rendition:
 def quality_report(
     source: Path, info: VideoInfo, renditions: list[Rendition], out_dir: Path, tools: Tools = DEFAULT_TOOLS
 ) -> QualityReport:
-    """Everything this module measures, for one video's renditions."""
-    timings = [rendition_timing(rendition, tools) for rendition in renditions]
+    """Everything this module measures, for one video's renditions. The renditions' packets are read
+    (``rendition_timing``: ffprobe, mostly starting up) while ffmpeg compares pictures."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        compared = pool.submit(measure_quality, source, info, renditions, out_dir, tools)
+        timings = list(pool.map(lambda rendition: rendition_timing(rendition, tools), renditions))
+        rungs = compared.result()
     return QualityReport(
-        rungs=tuple(measure_quality(source, info, renditions, out_dir, tools)),
+        rungs=tuple(rungs),
         timings=tuple(timings),
         keyframe_problems=tuple(keyframe_problems(timings)),
         sync_problems=tuple(sync_problems(timings, info.duration)),
