@@ -78,7 +78,7 @@ def open_player(browser, url: str):
     return page
 
 
-def test_the_hls_stream_plays_to_the_end(browser, served):
+def test_the_hls_stream_plays_to_the_end(served, browser):
     url, key, _manifest, _ = served
     page = open_player(browser, f"{url}/videos/{key}")
     assert page.evaluate("vidpipePlayer.getAssetUri()").endswith("/stream/master.m3u8")
@@ -87,7 +87,7 @@ def test_the_hls_stream_plays_to_the_end(browser, served):
     assert page.evaluate("document.getElementById('video').currentTime") == pytest.approx(SECONDS, abs=0.2)
 
 
-def test_each_level_forced_in_turn_plays_at_the_size_the_manifest_lists(browser, served):
+def test_each_level_forced_in_turn_plays_at_the_size_the_manifest_lists(served, browser):
     url, key, manifest, _ = served
     page = open_player(browser, f"{url}/videos/{key}")
     listed = sorted((level["width"], level["height"]) for level in manifest["streams"]["hls"]["levels"])
@@ -115,7 +115,7 @@ def test_each_level_forced_in_turn_plays_at_the_size_the_manifest_lists(browser,
         assert (shown, active) == ([width, height], [track_id])
 
 
-def test_the_dash_manifest_plays_too(browser, served):
+def test_the_dash_manifest_plays_too(served, browser):
     url, key, manifest, _ = served
     page = open_player(browser, f"{url}/videos/{key}?format=dash")
     assert page.evaluate("vidpipePlayer.getAssetUri()").endswith("/stream/manifest.mpd")
@@ -124,7 +124,7 @@ def test_the_dash_manifest_plays_too(browser, served):
     page.wait_for_function("document.getElementById('video').currentTime >= 3", timeout=20_000)
 
 
-def test_the_player_shows_storyboard_tiles_while_scrubbing(browser, served, tmp_path):
+def test_the_player_shows_storyboard_tiles_while_scrubbing(served, browser, tmp_path):
     url, key, manifest, _ = served
     storyboard = manifest["storyboard"]
     page = open_player(browser, f"{url}/videos/{key}")
@@ -147,7 +147,7 @@ def test_the_player_shows_storyboard_tiles_while_scrubbing(browser, served, tmp_
     page.screenshot(path=str(os.environ.get("VIDPIPE_SCREENSHOTS", tmp_path)) + "/player.png")
 
 
-def test_the_gallery_lists_ready_videos_with_thumbnails_and_refused_ones_with_why(browser, served):
+def test_the_gallery_lists_ready_videos_with_thumbnails_and_refused_ones_with_why(served, browser):
     url, key, _manifest, refused = served
     page = browser.new_page()
     page.goto(url)
