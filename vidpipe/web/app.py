@@ -55,27 +55,26 @@ class GalleryEntry:
 
 def gallery_entries(storage: VideoStorage) -> list[GalleryEntry]:
     """Every stored video: ready (with a manifest), rejected (with why) or still processing."""
-    entries = []
-    for key in storage.videos():
-        manifest = storage.manifest(key)
-        reason = storage.rejection_reason(key)
-        if reason is not None:
-            stored = storage.stored_original(key)
-            entries.append(GalleryEntry(key, stored.name if stored else key, "rejected", reason=reason))
-        elif manifest is not None:
-            entries.append(
-                GalleryEntry(
-                    key,
-                    manifest["source"]["name"],
-                    "ready",
-                    duration=manifest["source"]["duration"],
-                    thumbnail=_smallest_thumbnail(key, manifest),
-                )
-            )
-        else:
-            stored = storage.stored_original(key)
-            entries.append(GalleryEntry(key, stored.name if stored else key, "processing"))
-    return entries
+    return [entry for key in storage.videos() if (entry := video_entry(storage, key)) is not None]
+
+
+def video_entry(storage: VideoStorage, key: str) -> GalleryEntry | None:
+    """One video's gallery entry; None when storage holds nothing of it."""
+    reason = storage.rejection_reason(key)
+    manifest = None if reason is not None else storage.manifest(key)
+    if manifest is not None:
+        source = manifest["source"]
+        thumbnail = _smallest_thumbnail(key, manifest)
+        return GalleryEntry(key, source["name"], "ready", duration=source["duration"], thumbnail=thumbnail)
+    stored = storage.stored_original(key)
+    if stored is None and reason is None:
+        return None
+    name = stored.name if stored else key
+    return (
+        GalleryEntry(key, name, "rejected", reason=reason)
+        if reason is not None
+        else GalleryEntry(key, name, "processing")
+    )
 
 
 def _smallest_thumbnail(key: str, manifest: dict) -> str | None:
@@ -103,7 +102,7 @@ def build_app(storage: VideoStorage, player_library: Path) -> Starlette:
         key = request.path_params["key"]
         manifest = _manifest_of(storage, key)
         if manifest is None:
-            entry = next((e for e in gallery_entries(storage) if e.key == key), None)
+            entry = video_entry(storage, key)
             if entry is None:
                 raise HTTPException(404, "no such video")
             return page("waiting.html", entry=entry)
