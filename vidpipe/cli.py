@@ -369,7 +369,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             failed = next((e for e in result.all_events if e.is_step_failure), None)
             reason = failure_reason(failed) if failed else "processing failed"
             raise UserFacingError(f"{readable_name(path.name)}: {reason}")
-        return result.output_for_node("video_manifest")
+        return result.output_for_node("publish", "video_manifest")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from vidpipe import settings
-from vidpipe.defs.assets import (
-    build_manifest_asset,
-    build_rendition_asset,
-    build_stream_asset,
-    quality,
-    source_video,
-    storyboard,
-    thumbnail,
-)
+from vidpipe.defs.assets import build_publish_asset, build_rendition_asset, source_video, thumbnail
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import deployment_executor, executor_run_config
 from vidpipe.defs.rejections import forget_rejected_uploads
@@ -34,10 +26,7 @@ def build_assets(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> list[dg.AssetsDef
         source_video,
         build_rendition_asset(ladder),
         thumbnail,
-        storyboard,
-        build_stream_asset(ladder),
-        quality,
-        build_manifest_asset(),
+        build_publish_asset(ladder),
     ]
 
 

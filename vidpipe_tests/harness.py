@@ -31,7 +31,7 @@ from dagster_aws.s3 import S3Resource
 
 from vidpipe.definitions import build_assets, build_definitions
 from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
-from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource
+from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource, step_values
 from vidpipe.defs.sensors import failed_video_runs
 from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.encoder import build_encode_command, run_encode
@@ -60,7 +60,12 @@ class Pipeline:
     def __init__(self, instance, storage_root):
         self.instance = instance
         self.storage_root = storage_root
-        self.resources = {"storage": LocalVideoStorage(root=str(storage_root)), "ffmpeg": FFmpegResource()}
+        # Steps hand values on as in a deployment: kept in the video's storage (``StepValues``).
+        self.resources = {
+            "storage": LocalVideoStorage(root=str(storage_root)),
+            "ffmpeg": FFmpegResource(),
+            "io_manager": step_values,
+        }
 
     def add(self, clip) -> str:
         key = partition_key(clip.name, sha256_file(clip))

@@ -202,11 +202,16 @@ class StepValues(dg.IOManager):
         self.storage.keep_step_value(context.asset_partition_key, _value_name(context.asset_key), pickle.dumps(obj))
 
     def load_input(self, context: dg.InputContext) -> object:
-        name = _value_name(context.asset_key)
-        data = self.storage.step_value(context.asset_partition_key, name)
-        if data is None:
-            raise UploadError(f"{name} of video {context.asset_partition_key} was never made: materialize it first")
-        return pickle.loads(data)
+        return kept_value(self.storage, context.asset_partition_key, context.asset_key)
+
+
+def kept_value(storage: VideoStorage, key: str, asset_key: dg.AssetKey) -> object:
+    """The value of ``asset_key`` for video ``key`` that its last materialization kept (``StepValues``)."""
+    name = _value_name(asset_key)
+    data = storage.step_value(key, name)
+    if data is None:
+        raise UploadError(f"{name} of video {key} was never made: materialize it first")
+    return pickle.loads(data)
 
 
 def _value_name(asset_key: dg.AssetKey) -> str:

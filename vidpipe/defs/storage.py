@@ -79,8 +79,9 @@ def is_missing(err: ClientError) -> bool:
     return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
-ScratchKind = Literal["fetch", "publish", "package"]
-"""What a scratch folder holds: a download, outputs before their upload, or a stream being packaged."""
+ScratchKind = Literal["fetch", "publish", "package", "quality"]
+"""What a scratch folder holds: a download, outputs before their upload, a stream being packaged, or the
+quality filters' per-frame statistics."""
 
 
 @contextmanager

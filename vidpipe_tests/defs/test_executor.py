@@ -25,7 +25,7 @@ def storage(tmp_path_factory, clips):
         yield root
 
 
-STEPS = {"source_video", "renditions", "thumbnail", "storyboard", "stream", "quality", "video_manifest"}
+STEPS = {"source_video", "renditions", "thumbnail", "publish"}
 
 
 def run_process_video(storage, upload, *, in_one_process: bool):

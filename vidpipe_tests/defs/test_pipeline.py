@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import replace
 
 import dagster as dg
@@ -11,8 +12,10 @@ import pytest
 from PIL import Image
 
 from vidpipe.definitions import build_assets
+from vidpipe.defs.assets import side_by_side
 from vidpipe.defs.dagster_internals import StaleStatus, get_stale_status_resolver
 from vidpipe.defs.storage import LocalVideoStorage
+from vidpipe.media.errors import ToolFailedError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
@@ -39,7 +42,7 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     key, result = phone_video
     video_dir = pipeline.storage_root / key
     manifest = json.loads((video_dir / "manifest.json").read_text())
-    assert manifest == result.output_for_node("video_manifest")
+    assert manifest == result.output_for_node("publish", "video_manifest")
     assert manifest["video"] == key
     assert manifest["source"]["duration"] == pytest.approx(2.0, abs=0.05)
     assert manifest["source"] | {"duration": 0} == {
@@ -234,7 +237,10 @@ def test_the_quality_check_fails_on_a_damaged_rendition(pipeline, phone_video, t
         result = pipeline.materialize(key, selection=[dg.AssetKey("quality")])
     finally:
         rendition.write_bytes(original)
+    # The publish op made only what was selected: no storyboard, stream or manifest, and only quality's checks.
+    assert {event.asset_key for event in result.get_asset_materialization_events()} == {dg.AssetKey("quality")}
     checks = {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
+    assert set(checks) == {"rungs_above_quality_floor", "rung_keyframes_aligned", "picture_and_sound_in_step"}
     floor = checks["rungs_above_quality_floor"]
     assert not floor.passed and floor.description.startswith("h264_240p SSIM 0.")
     assert floor.metadata["ssim_h264_240p"].value < 0.95 <= floor.metadata["ssim_h264_360p"].value
@@ -260,3 +266,26 @@ def test_each_storyboard_tile_shows_the_original_at_its_cue(pipeline, phone_vide
     for index, tile in enumerate(tiles):
         scores = [ssim(tile, frame) for frame in frames]
         assert scores[index] == max(scores) and scores[index] > 0.8, (index, scores)
+
+
+def test_a_failing_part_of_publish_is_raised_only_once_the_other_parts_have_ended():
+    """``publish`` handles a part's failure (a refusal withdraws the video's outputs) only when no other part
+    is still writing its files."""
+    failed = threading.Event()
+    ended = []
+
+    def fails():
+        failed.set()
+        raise ToolFailedError("packager stopped with an error")
+
+    def outlasts_the_failure():
+        assert failed.wait(5)
+        ended.append("quality")
+        return "report"
+
+    parts = side_by_side({"stream": fails, "quality": outlasts_the_failure})
+    assert ended == ["quality"]
+    assert all(part.done() for part in parts.values())
+    with pytest.raises(ToolFailedError, match="packager stopped"):
+        parts["stream"].result()
+    assert parts["quality"].result() == "report"

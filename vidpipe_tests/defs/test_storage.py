@@ -202,6 +202,8 @@ def test_a_video_processed_on_s3_storage_is_complete_and_consistent_whenever_it_
     for name, rendition in ((f"{key}/{r['path']}", r) for r in manifest["renditions"]):
         assert final[name]["Size"] == rendition["bytes"]
     records = {f"{key}/{name}" for name in ("source.json", "encode.json")}
+    records |= {name for name in final if name.startswith(f"{key}/steps/")}  # the values steps hand on
+    assert f"{key}/steps/video_manifest.pickle" in records
     assert set(final) == {*published, *records, f"{key}/source.mov", f"{key}/manifest.json"}
     changed = {
         name: (size, final[name]["Size"])

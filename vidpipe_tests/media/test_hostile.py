@@ -126,8 +126,9 @@ def test_corrupt_video_data_fails_the_encode_saying_how_much_and_publishes_nothi
     assert failures["thumbnail"] == f"not published: the upload was refused ({reason})"
     assert restarts(result) == 0
     video_dir = pipeline.storage_root / key
-    # Whatever the thumbnail step published is withdrawn: the original and why it was refused, nothing else.
-    assert sorted(p.name for p in video_dir.iterdir()) == ["rejection.json", "source.json", "source.mp4"]
+    # Whatever the thumbnail step published is withdrawn: the original and why it was refused, nothing else
+    # (beside the private values steps hand on).
+    assert sorted(p.name for p in video_dir.iterdir()) == ["rejection.json", "source.json", "source.mp4", "steps"]
     assert json.loads((video_dir / "rejection.json").read_text())["reason"] == failures["renditions"]
     assert rejection_observed(pipeline, key) == failures["renditions"]
     assert (video_dir / "source.mp4").read_bytes() == upload.read_bytes()

@@ -256,7 +256,7 @@ def test_an_audio_only_upload_gets_audio_renditions_and_a_waveform(tmp_path):
     with processed(upload, tmp_path / "storage") as (pipeline, key, result):
         ladder = pipeline.latest_metadata(dg.AssetKey(["renditions", "ladder"]), key)
         video_rung = pipeline.instance.get_latest_materialization_event(dg.AssetKey(["renditions", "h264_240p"]))
-    manifest = result.output_for_node("video_manifest")
+    manifest = result.output_for_node("publish", "video_manifest")
     assert manifest["source"]["duration"] == pytest.approx(2.0, abs=0.05)
     assert manifest["source"] | {"duration": 2.0} == {
         "name": "voice-memo.m4a",

@@ -51,7 +51,7 @@ def test_an_audio_track_nothing_can_decode_is_left_out_and_said_so(tmp_path):
         metadata = pipeline.latest_metadata(dg.AssetKey("source_video"), key)
     assert metadata["has_audio"] is False
     assert metadata["ignored_streams"] == "audio stream 1 is in a format ffmpeg cannot decode (unknown): left out"
-    manifest = result.output_for_node("video_manifest")
+    manifest = result.output_for_node("publish", "video_manifest")
     assert [r["name"] for r in manifest["renditions"]] == ["h264_240p", "vp9_360p"]
     assert all(r["audio_codec"] is None for r in manifest["renditions"])
 
@@ -65,7 +65,7 @@ def test_one_damaged_unit_is_decoded_past_and_reported_not_refused(tmp_path):
     with processed(upload, tmp_path / "storage") as (pipeline, key, result):
         assert result.success
         rendition = pipeline.latest_metadata(dg.AssetKey(["renditions", "h264_240p"]), key)
-    manifest = result.output_for_node("video_manifest")
+    manifest = result.output_for_node("publish", "video_manifest")
     assert [r["name"] for r in manifest["renditions"]] == ["h264_240p", "vp9_360p"]
     assert all(r["duration"] == pytest.approx(3.0, abs=0.05) for r in manifest["renditions"])
     # One frame's NAL unit: the decoder and the parser each say so; ffmpeg loses that frame.
@@ -82,7 +82,7 @@ def test_a_camera_avi_with_a_damaged_audio_frame_keeps_its_sound(tmp_path):
     upload = corpus.camera_avi_with_a_damaged_mp3_frame(tmp_path)
     with processed(upload, tmp_path / "storage") as (_, _, result):
         assert result.success
-    manifest = result.output_for_node("video_manifest")
+    manifest = result.output_for_node("publish", "video_manifest")
     assert [(r["name"], r["audio_codec"]) for r in manifest["renditions"]] == [
         ("h264_240p", "aac"),
         ("vp9_360p", "opus"),
