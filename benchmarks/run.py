@@ -330,13 +330,16 @@ def drop_and_wait(instance: dg.DagsterInstance, drop: Callable[[list[Path]], Non
 
 
 def raw_loop(clips: list[Path], scratch: Path) -> float:
-    """The same encodes and thumbnails as plain ffmpeg commands, one video after another."""
+    """The same outputs as bare tool runs, one video after another: the encode and the thumbnail as plain
+    ffmpeg commands, then the storyboard, stream and quality report by the functions the assets call
+    (``streaming_outputs``)."""
     scratch.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for clip in clips:
         info = probe(clip)
-        run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch), info)
+        encoded = run_encode(build_encode_command(clip, info, list(plan_ladder(info).renditions), scratch), info)
         run_tool(first_frame_command(clip, info), timeout=60)
+        streaming_outputs(clip, info, encoded.outputs, scratch)
     return time.perf_counter() - started
 
 
