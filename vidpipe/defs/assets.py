@@ -9,8 +9,9 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -20,7 +21,7 @@ from vidpipe import settings
 from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
 from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, kept_value
-from vidpipe.defs.storage import VideoStorage, scratch_folder
+from vidpipe.defs.storage import VideoStorage, scratch_folder, shared_copies
 from vidpipe.media.encoder import DecodeReport, Progress, output_filename
 from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailedError, UploadError, VidpipeError
 from vidpipe.media.files import publish_tree
@@ -511,12 +512,13 @@ def build_publish_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         storage: VideoStorage,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         key = source_video.key
-        parts: dict[dg.AssetKey, Callable[[], tuple[Any, dict[str, Any]]]] = {
-            STORYBOARD_KEY: lambda: _make_storyboard(source_video, ladder, ffmpeg, storage),
-            STREAM_KEY: lambda: _make_stream(key, ladder, audio_kbps, ffmpeg, storage),
-            QUALITY_KEY: lambda: _measure_quality(source_video, ladder, ffmpeg, storage),
-        }
-        ended = side_by_side({asset: make for asset, make in parts.items() if asset in context.selected_asset_keys})
+        with shared_copies(storage, key) as local:  # a rendition two parts read is fetched once
+            parts: dict[dg.AssetKey, Callable[[], tuple[Any, dict[str, Any]]]] = {
+                STORYBOARD_KEY: lambda: _make_storyboard(source_video, ladder, ffmpeg, storage, local),
+                STREAM_KEY: lambda: _make_stream(key, ladder, audio_kbps, ffmpeg, storage, local),
+                QUALITY_KEY: lambda: _measure_quality(source_video, ladder, ffmpeg, local),
+            }
+            ended = side_by_side({asset: make for asset, make in parts.items() if asset in context.selected_asset_keys})
         made = {}
         for asset, part in ended.items():  # the first failure, now that no part is still running
             with failures_for_people(context, storage, key, making=MAKING[asset]):
@@ -567,7 +569,11 @@ def _selected(
 
 
 def _make_storyboard(
-    source_video: SourceVideo, ladder: RenditionSet, ffmpeg: FFmpegResource, storage: VideoStorage
+    source_video: SourceVideo,
+    ladder: RenditionSet,
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+    local: Callable[[str], Path],
 ) -> tuple[Storyboard | None, dict[str, Any]]:
     """The storyboard, from the smallest H.264 rendition (see ``build_publish_asset``), and its metadata."""
     key = source_video.key
@@ -578,8 +584,8 @@ def _make_storyboard(
     file, info = (
         (f"{RENDITIONS_FOLDER}/{smallest.file}", smallest.info) if smallest else (source_video.file, source_video.info)
     )
-    with storage.fetch(key, file) as video, storage.publishing(key, STORYBOARD_FOLDER) as out_dir:
-        made = ffmpeg.storyboard(video, info, out_dir)
+    with storage.publishing(key, STORYBOARD_FOLDER) as out_dir:
+        made = ffmpeg.storyboard(local(file), info, out_dir)
     plan = made.plan
     return made, {
         "tiles": plan.tiles,
@@ -593,43 +599,42 @@ def _make_storyboard(
 
 
 def _make_stream(
-    key: str, ladder: RenditionSet, audio_kbps: dict[str, int], ffmpeg: FFmpegResource, storage: VideoStorage
+    key: str,
+    ladder: RenditionSet,
+    audio_kbps: dict[str, int],
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+    local: Callable[[str], Path],
 ) -> tuple[StreamPackage | None, dict[str, Any]]:
     """The H.264/AAC renditions packaged as one CMAF stream (``media/packaging.py``), and its metadata."""
     chosen = [r for r in ladder.files if r.container == "mp4" and r.info.video_codec in ("h264", None)]
     if not chosen:
         return None, {"why_none": "no H.264/AAC rendition was made"}
-    with ExitStack() as fetched:
-        inputs = [
-            StreamInput(
-                name=r.name,
-                path=fetched.enter_context(storage.fetch(key, f"{RENDITIONS_FOLDER}/{r.file}")),
-                audio_kbps=audio_kbps[r.name] if r.info.has_audio else 0,
-                video=r.info.has_video,
-            )
-            for r in chosen
-        ]
-        with (
-            scratch_folder(str(settings.scratch_dir()), "package") as staged,
-            storage.publishing(key, STREAM_FOLDER) as out_dir,
-        ):
-            package = ffmpeg.package_stream(inputs, staged)
-            publish_tree(staged, out_dir)
+    inputs = [
+        StreamInput(
+            name=r.name,
+            path=local(f"{RENDITIONS_FOLDER}/{r.file}"),
+            audio_kbps=audio_kbps[r.name] if r.info.has_audio else 0,
+            video=r.info.has_video,
+        )
+        for r in chosen
+    ]
+    with (
+        scratch_folder(str(settings.scratch_dir()), "package") as staged,
+        storage.publishing(key, STREAM_FOLDER) as out_dir,
+    ):
+        package = ffmpeg.package_stream(inputs, staged)
+        publish_tree(staged, out_dir)
     return package, _stream_metadata(package, storage, key)
 
 
 def _measure_quality(
-    source_video: SourceVideo, ladder: RenditionSet, ffmpeg: FFmpegResource, storage: VideoStorage
+    source_video: SourceVideo, ladder: RenditionSet, ffmpeg: FFmpegResource, local: Callable[[str], Path]
 ) -> tuple[QualityReport, dict[str, Any]]:
     """The quality report of the video's renditions (``media/quality.py``), and its metadata."""
-    key = source_video.key
-    with ExitStack() as fetched, scratch_folder(str(settings.scratch_dir()), "quality") as work:
-        original = fetched.enter_context(storage.fetch(key, source_video.file))
-        renditions = [
-            Rendition(r.name, fetched.enter_context(storage.fetch(key, f"{RENDITIONS_FOLDER}/{r.file}")), r.info)
-            for r in ladder.files
-        ]
-        report = ffmpeg.quality_report(original, source_video.info, renditions, work)
+    renditions = [Rendition(r.name, local(f"{RENDITIONS_FOLDER}/{r.file}"), r.info) for r in ladder.files]
+    with scratch_folder(str(settings.scratch_dir()), "quality") as work:
+        report = ffmpeg.quality_report(local(source_video.file), source_video.info, renditions, work)
     return report, {
         **_ssim_values(report),
         **{f"psnr_{rung.name}": dg.MetadataValue.float(rung.psnr) for rung in report.rungs},

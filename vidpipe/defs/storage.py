@@ -22,9 +22,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from abc import abstractmethod
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +78,23 @@ def content_type(name: str) -> str:
 def is_missing(err: ClientError) -> bool:
     """Whether an S3 request failed because there is no such object (GET says NoSuchKey, HEAD only 404)."""
     return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
+
+
+@contextmanager
+def shared_copies(storage: VideoStorage, key: str) -> Iterator[Callable[[str], Path]]:
+    """For the threads of one step: a function giving a local copy of ``key``'s stored file, fetched once
+    however many threads ask for it (from S3, downloaded once), kept for the block's duration."""
+    copies: dict[str, Path] = {}
+    lock = threading.Lock()
+    with ExitStack() as kept:
+
+        def local(file: str) -> Path:
+            with lock:
+                if file not in copies:
+                    copies[file] = kept.enter_context(storage.fetch(key, file))
+                return copies[file]
+
+        yield local
 
 
 ScratchKind = Literal["fetch", "publish", "package", "quality"]

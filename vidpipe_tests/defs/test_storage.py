@@ -11,9 +11,16 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import deployment_resources
-from vidpipe.defs.assets import first_frame_of
+from vidpipe.defs.assets import first_frame_of, side_by_side
 from vidpipe.defs.resources import FFmpegResource
-from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage, scratch_folder, sweep_scratch
+from vidpipe.defs.storage import (
+    LocalVideoStorage,
+    S3VideoStorage,
+    VideoStorage,
+    scratch_folder,
+    shared_copies,
+    sweep_scratch,
+)
 from vidpipe.media.errors import InvalidMediaError, InvalidVideoKeyError, UploadError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
@@ -277,3 +284,28 @@ def test_the_first_frame_is_read_from_the_originals_ends_when_they_hold_it(s3_se
     assert read == "the whole original (its first frame is not near an end)"
     assert frame.tobytes() == whole.tobytes()
     assert list((tmp_path / "scratch").iterdir()) == []
+
+
+class CountingStorage(LocalVideoStorage):
+    """Local storage that counts its fetches (a fetch from S3 is a download)."""
+
+    def fetch(self, key, file):
+        FETCHED.append(file)
+        return super().fetch(key, file)
+
+
+FETCHED: list[str] = []
+
+
+def test_the_parts_of_one_step_fetch_each_stored_file_once(tmp_path):
+    """``publish`` runs its parts in threads that read the same renditions: each file is fetched once."""
+    key = "clip-0123456789ab"
+    (tmp_path / key / "renditions").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / key / "renditions" / name).write_bytes(b"x")
+    FETCHED.clear()
+    wanted = ["renditions/a.mp4", "renditions/b.mp4"]
+    with shared_copies(CountingStorage(root=str(tmp_path)), key) as local:
+        parts = side_by_side({n: lambda: [local(f) for f in wanted] for n in range(4)})
+    assert all(part.result() == [tmp_path / key / f for f in wanted] for part in parts.values())
+    assert sorted(FETCHED) == wanted
