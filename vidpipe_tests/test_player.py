@@ -142,7 +142,11 @@ def test_the_player_shows_storyboard_tiles_while_scrubbing(served, browser, tmp_
     preview = page.locator(".shaka-player-ui-thumbnail-container")
     preview.wait_for(state="visible", timeout=5_000)
     image = page.locator(".shaka-player-ui-thumbnail-image")
-    page.wait_for_function("document.querySelector('.shaka-player-ui-thumbnail-image').src.includes('sheet_000')")
+    # the sheet once loaded and laid out (its src is set before the image has arrived)
+    page.wait_for_function(
+        "(image => image.src.includes('sheet_000') && image.complete && image.getBoundingClientRect().width > 0)"
+        "(document.querySelector('.shaka-player-ui-thumbnail-image'))"
+    )
     assert image.bounding_box()["width"] >= width  # the whole sheet, moved so that the tile shows
     page.screenshot(path=str(os.environ.get("VIDPIPE_SCREENSHOTS", tmp_path)) + "/player.png")
 
