@@ -1,6 +1,9 @@
 """The process_video job run as the daemon runs it: a process per step (forkserver), or one process."""
 
+import json
 import shutil
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -95,3 +98,34 @@ def test_step_processes_preload_the_classes_of_the_instance_they_open(tmp_path):
     modules = instance_class_modules(str(tmp_path))
     assert "dagster_postgres" in modules and "dagster_docker" in modules
     assert "dagster._core.storage.sqlite_storage" not in modules
+
+
+FORKED_STEP = """
+import gc, json, multiprocessing, sys
+from vidpipe.defs.executor import PROCESS_PER_STEP
+
+def step(results):
+    from vidpipe import definitions
+    from vidpipe.defs import step_preload
+    job = definitions.process_video_job()  # what a step process asks for first
+    results.put({"same_job": job is step_preload.JOB_BUILT_BEFORE_FORK, "frozen": gc.get_freeze_count()})
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("forkserver")
+    preload = PROCESS_PER_STEP["multiprocess"]["start_method"]["forkserver"]["preload_modules"]
+    context.set_forkserver_preload(["dagster._core.executor.multiprocess", *preload])
+    results = context.Queue()
+    process = context.Process(target=step, args=(results,))
+    process.start()
+    print(json.dumps(results.get(timeout=120)))
+    process.join()
+"""
+
+
+def test_step_processes_fork_with_the_job_already_built(tmp_path):
+    """Building the job's definitions costs ~0.75 s of CPU; the forkserver does it once, before it forks."""
+    script = tmp_path / "forked_step.py"
+    script.write_text(FORKED_STEP)
+    found = json.loads(subprocess.run([sys.executable, str(script)], capture_output=True, check=True, text=True).stdout)
+    assert found["same_job"]  # the step built no job of its own
+    assert found["frozen"] > 10_000  # the server's objects are out of the step's garbage collections
