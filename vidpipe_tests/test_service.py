@@ -66,14 +66,18 @@ SUPERVISOR = "import sys; from vidpipe.service import supervise; sys.exit(superv
 def start_supervised_dummy(report: Path, *part_args: str, ignore_sigint: bool = False) -> subprocess.Popen:
     """The supervisor around the dummy part, in a process group of its own (a terminal's foreground job).
 
-    ``ignore_sigint`` starts it the way a script starts a background job: with SIGINT ignored.
+    ``ignore_sigint`` starts it the way a script starts a background job: with SIGINT ignored. SIGHUP
+    is as in a terminal, whatever the suite runs under (``nohup`` would have it ignored, and the
+    supervisor rightly keeps running then).
     """
     argv = [sys.executable, "-c", SUPERVISOR.format(TEST_GRACE_SECONDS), sys.executable, "-c", DUMMY_PART]
-    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
+    inherited_int = signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
+    inherited_hup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         return subprocess.Popen([*argv, str(report), *part_args], start_new_session=True)
     finally:
-        signal.signal(signal.SIGINT, inherited)
+        signal.signal(signal.SIGINT, inherited_int)
+        signal.signal(signal.SIGHUP, inherited_hup)
 
 
 def dummy_tree(report: Path) -> dict:
