@@ -112,8 +112,7 @@ def step(results):
 
 if __name__ == "__main__":
     context = multiprocessing.get_context("forkserver")
-    preload = PROCESS_PER_STEP["multiprocess"]["start_method"]["forkserver"]["preload_modules"]
-    context.set_forkserver_preload(["dagster._core.executor.multiprocess", *preload])
+    context.set_forkserver_preload(PROCESS_PER_STEP["multiprocess"]["start_method"]["forkserver"]["preload_modules"])
     results = context.Queue()
     process = context.Process(target=step, args=(results,))
     process.start()
