@@ -65,6 +65,7 @@ prepare_dagster_home() {
   export VIDPIPE_STORAGE=${VIDPIPE_STORAGE:-$PROJECT_DIR/data/storage}
   mkdir -p "$DAGSTER_HOME" "$VIDPIPE_INBOX" "$VIDPIPE_STORAGE"
   [ -e "$DAGSTER_HOME/dagster.yaml" ] || ln -s "$PROJECT_DIR/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+  .venv/bin/vidpipe catalog migrate  # the catalog (data/catalog.sqlite) made or brought up to date
 }
 
 lint() {

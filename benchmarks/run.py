@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from catalog_scale import SIZES, scenario_catalog_scale
 from PIL import Image, ImageDraw
 
 from vidpipe.cluster import WORKERS
@@ -714,13 +715,31 @@ def chart(rows: list[dict], path: Path) -> None:
     image.save(path)
 
 
+def scenarios(args: argparse.Namespace) -> list[tuple[set[str], Callable[[], list[dict]]]]:
+    """Which scenario ids each measurement gives, in the order they run (S9 and S3 come with S1's runs)."""
+    return [
+        ({"S1", "S3", "S9"}, partial(scenario_one_video, args.repeat, args.seconds)),
+        ({"S2"}, partial(scenario_drop_to_done, args.repeat, args.seconds)),
+        ({"S4"}, partial(scenario_many_small, args.small_clips)),
+        ({"C1"}, partial(scenario_cluster_one_video, args.repeat, args.seconds)),
+        ({"C4"}, partial(scenario_cluster_many_small, args.small_clips)),
+        ({"S5"}, scenario_crowded_inbox),
+        ({"S6"}, partial(scenario_memory, min(args.seconds, 10))),
+        ({"S10"}, partial(scenario_catalog_scale, tuple(args.catalog_sizes), args.s3_videos)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of S1, S2 and S3 (S4, S5, S6 run once)")
     parser.add_argument("--seconds", type=float, default=30, help="length of the S1/S3 clip")
     parser.add_argument("--small-clips", type=int, default=40, help="how many clips S4 drops at once")
-    parser.add_argument("--only", default="S1,S2,S3,S4,S5,S6,C1,C4", help="comma-separated scenarios (S9 runs with S1)")
+    parser.add_argument(
+        "--only", default="S1,S2,S3,S4,S5,S6,S10,C1,C4", help="comma-separated scenarios (S9 runs with S1)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for latest.{json,csv,png}")
+    parser.add_argument("--catalog-sizes", type=int, nargs="+", default=list(SIZES), help="S10's catalog sizes")
+    parser.add_argument("--s3-videos", type=int, default=100_000, help="S10's stored videos in S3 (beside 1,000)")
     parser.add_argument(RUN_JOB_FLAG, nargs=3, metavar=("CLIP", "STORAGE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.s6_run_job:
@@ -728,24 +747,15 @@ def main() -> None:
         return
     chosen = set(args.only.split(","))
     rows: list[dict] = []
-    if chosen & {"S1", "S3", "S9"}:
-        rows += scenario_one_video(args.repeat, args.seconds)
-    if "S2" in chosen:
-        rows += scenario_drop_to_done(args.repeat, args.seconds)
-    if "S4" in chosen:
-        rows += scenario_many_small(args.small_clips)
-    if "C1" in chosen:
-        rows += scenario_cluster_one_video(args.repeat, args.seconds)
-    if "C4" in chosen:
-        rows += scenario_cluster_many_small(args.small_clips)
-    if "S5" in chosen:
-        rows += scenario_crowded_inbox()
-    if "S6" in chosen:
-        rows += scenario_memory(min(args.seconds, 10))
+    for ids, scenario in scenarios(args):
+        if chosen & ids:
+            rows += scenario()
     meta = machine()
     write_results(rows, meta, args.results)
     print(f"machine: {meta['cpus']} CPUs, {meta['platform']}, {meta['ffmpeg']}, dagster {meta['dagster']}")
     for r in rows:
+        if r["scenario"] == "S10" and not r["target"].startswith(("≤", "equal")):
+            continue  # S10's per-size figures: in the results files
         detail = ""
         if "ratios" in r:
             detail = (

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from vidpipe import settings
+from vidpipe.catalog.schema import STATES
+from vidpipe.catalog.store import PAGE_SIZE
 from vidpipe.inbox import is_candidate_name, readable_name
 from vidpipe.media.errors import VidpipeError
 from vidpipe.media.files import fsync_dir, sha256_file, temporary_sibling
@@ -45,6 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     rejections.add_argument("--json", action="store_true", help="one JSON array of the rejection records")
     forget = commands.add_parser("forget", help="remove refused uploads for good: kept original, records, partition")
     forget.add_argument("videos", nargs="+", metavar="VIDEO", help="keys of refused uploads")
+    catalog = commands.add_parser("catalog", help="make, migrate or rebuild the catalog of videos ($VIDPIPE_CATALOG)")
+    catalog.add_argument(
+        "action", choices=["migrate", "rebuild"],
+        help="migrate: make it or bring it to this vidpipe's schema (a new one is filled from storage); "
+        "rebuild: every row made anew from what storage records",
+    )  # fmt: skip
+    videos = commands.add_parser("videos", help="list a page of the catalog's videos, newest first")
+    videos.add_argument("--state", choices=STATES, default=None, help="only videos in this state")
+    videos.add_argument("--search", default="", metavar="TEXT", help="only videos whose name holds every word of TEXT")
+    videos.add_argument(
+        "--limit", type=int, default=PAGE_SIZE, help=f"videos a page (default {PAGE_SIZE}, at most 100)"
+    )
+    videos.add_argument(
+        "--after", default=None, metavar="CURSOR", help="the cursor a previous page printed: its next page"
+    )
+    videos.add_argument("--json", action="store_true", help="the page as JSON")
     serve = commands.add_parser("serve", help="the gallery of processed videos and their player pages (a web app)")
     serve.add_argument("--host", default=None, help="address to listen on; default: $VIDPIPE_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="port; default: $VIDPIPE_PLAYER_PORT or 3001")
@@ -55,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "rerun":
             return rerun_videos(args.videos)
+        if args.command == "catalog":
+            catalog_command(args.action)
+            return 0
+        if args.command == "videos":
+            print(list_videos(state=args.state, search=args.search, limit=args.limit, after=args.after,
+                              as_json=args.json), end="")  # fmt: skip
+            return 0
         if args.command == "rejections":
             print(list_rejections(as_json=args.json), end="")
             return 0
@@ -261,7 +286,7 @@ def forget_videos(keys: list[str]) -> None:
 
     _checked_keys_and_home(keys)
     with _instance() as instance:
-        forget_rejected(instance, _storage(), keys)
+        forget_rejected(instance, _storage(), _catalog(), keys)
     for key in keys:
         print(f"forgot {key}")
 
@@ -306,6 +331,43 @@ def _storage():
     return deployment_resources()["storage"]
 
 
+def _catalog():
+    from vidpipe.catalog import open_catalog
+
+    return open_catalog(settings.catalog_url())
+
+
+def catalog_command(action: str) -> None:
+    """``migrate``: make the catalog or bring it to this vidpipe's schema (a new one filled from storage);
+    ``rebuild``: every row made anew from storage."""
+    from vidpipe.defs.catalog import prepare, rebuild
+
+    print((prepare if action == "migrate" else rebuild)(settings.catalog_url(), _storage()))
+
+
+def list_videos(*, state: str | None, search: str, limit: int, after: str | None, as_json: bool) -> str:
+    """One page of the catalog, newest first: a line per video (key, state, when, name, why it was refused),
+    then the total and the command for the next page; or the page as JSON."""
+    try:
+        page = _catalog().page(state=state, search=search, after=after, limit=limit)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from None
+    if as_json:
+        videos = [{**video.row(), "created_at": video.created_at.isoformat(), "updated_at": video.updated_at.isoformat()}
+                  for video in page.videos]  # fmt: skip
+        return json.dumps({"videos": videos, "total": page.total, "next": page.next_cursor}, indent=2) + "\n"
+    lines = [
+        f"{v.key}  {v.state:10}  {v.created_at:%Y-%m-%d %H:%M}  {v.name}" + (f": {v.reason}" if v.reason else "")
+        for v in page.videos
+    ]
+    total = f"{page.total}{'+' if page.total_capped else ''}"
+    lines.append(
+        f"{len(page.videos)} of {total} video(s)"
+        + (f"; next page: --after {page.next_cursor}" if page.next_cursor else "")
+    )
+    return "\n".join(lines) + "\n"
+
+
 def serve_player(host: str, port: int) -> None:
     """Run ``vidpipe serve`` (``vidpipe/web/app.py``) on ``host:port`` until interrupted."""
     library = settings.player_library_dir()
@@ -318,7 +380,7 @@ def serve_player(host: str, port: int) -> None:
     from vidpipe.web.app import build_app
 
     print(f"vidpipe player: http://{host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(build_app(_storage(), library), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(_storage(), _catalog(), library), host=host, port=port, log_level="warning")
 
 
 def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
@@ -330,8 +392,10 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
         raise UserFacingError(f"no such file: {readable_name(str(path))}")
     import dagster as dg
 
+    from vidpipe.catalog import migrate
     from vidpipe.definitions import build_assets
     from vidpipe.defs.assets import PROGRESS_LOG
+    from vidpipe.defs.catalog import CatalogResource
     from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
     from vidpipe.defs.resources import FFmpegResource, FolderInbox
     from vidpipe.defs.storage import LocalVideoStorage
@@ -352,6 +416,8 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
         warnings.simplefilter("ignore", dg.PreviewWarning)
         instance = dg.DagsterInstance.ephemeral(tempdir=dagster_home)
         instance.add_dynamic_partitions(VIDEOS, [key])
+        catalog = f"sqlite:///{dagster_home}/catalog.sqlite"  # as ephemeral as the instance
+        migrate(catalog)
         result = dg.materialize(
             build_assets(),
             instance=instance,
@@ -359,6 +425,7 @@ def process_file(path: Path, out: Path, *, verbose: bool = False) -> dict:
             tags=upload_tags(path.name),
             resources={
                 "storage": LocalVideoStorage(root=str(out.resolve())),
+                "catalog": CatalogResource(url=catalog),
                 "ffmpeg": FFmpegResource(**settings.limit_overrides()),
                 "inbox": FolderInbox(path=str(path.resolve().parent)),
             },

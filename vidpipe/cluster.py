@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from vidpipe import settings
-from vidpipe.loopback import Server, start_pgbouncer, start_postgres, start_redis, start_s3_server
+from vidpipe.loopback import CATALOG_DATABASE, Server, start_pgbouncer, start_postgres, start_redis, start_s3_server
 
 BUCKET = "vidpipe"
 WORKERS = ("worker-1", "worker-2")
@@ -97,7 +97,10 @@ def main() -> None:
             "VIDPIPE_CELERY_BROKER": redis.url,
             "VIDPIPE_INBOX": f"s3://{BUCKET}/inbox/",
             "VIDPIPE_STORAGE": f"s3://{BUCKET}/videos/",
+            "VIDPIPE_CATALOG": pgbouncer.url(CATALOG_DATABASE),
         }
+        vidpipe = str(Path(sys.executable).with_name("vidpipe"))
+        subprocess.run([vidpipe, "catalog", "migrate"], env={**os.environ, **environment}, check=True)
         env_file = root / "env"
         env_file.touch(mode=0o600)
         env_file.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment.items()))

@@ -11,11 +11,12 @@ from dagster_aws.s3 import S3Resource
 
 from vidpipe import settings
 from vidpipe.defs.assets import build_publish_asset, build_rendition_asset, source_video, thumbnail
+from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.console import operator_console
 from vidpipe.defs.executor import deployment_executor, executor_run_config
 from vidpipe.defs.rejections import forget_rejected_uploads
 from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource, S3Inbox, step_values
-from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs
+from vidpipe.defs.sensors import build_upload_sensor, failed_video_runs, retired_videos
 from vidpipe.defs.storage import LocalVideoStorage, S3VideoStorage, VideoStorage
 from vidpipe.media.ladder import DEFAULT_LADDER, Rung
 
@@ -44,7 +45,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         executor=deployment_executor(),
         jobs=[process_video, forget_rejected_uploads],
         loggers={"console": operator_console},
-        sensors=[build_upload_sensor(process_video), failed_video_runs],
+        sensors=[build_upload_sensor(process_video), failed_video_runs, retired_videos],
         resources={
             **{name: fixed_by_deployment(resource) for name, resource in deployment_resources().items()},
             "io_manager": step_values,
@@ -78,6 +79,7 @@ def deployment_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources this deployment's environment sets up (see ``settings``), for runs and for commands."""
     return {
         "storage": video_storage(settings.storage_location()),
+        "catalog": CatalogResource(url=settings.catalog_url(), retire_after_days=settings.retire_after_days()),
         "ffmpeg": FFmpegResource(**settings.limit_overrides()),
         "inbox": upload_inbox(settings.inbox_location(), settle_seconds=settings.settle_seconds()),
     }

@@ -93,6 +93,10 @@ class S3Server(Server):
         }
 
 
+CATALOG_DATABASE = "vidpipe_catalog"
+"""The catalog's own database beside the instance's (``VIDPIPE_CATALOG`` on the cluster)."""
+
+
 @dataclass
 class PostgresServer(Server):
     port: int
@@ -118,6 +122,10 @@ class PgBouncerServer(Server):
     def environment(self) -> dict[str, str]:
         """The PostgreSQL server's, with PgBouncer's port: what clients connect to."""
         return {**self.postgres.environment(), "VIDPIPE_PG_PORT": str(self.port)}
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL of ``database`` through PgBouncer (for the catalog's ``VIDPIPE_CATALOG``)."""
+        return f"postgresql+psycopg2://{self.postgres.user}@{LOOPBACK}:{self.port}/{database}"
 
 
 @dataclass
@@ -180,9 +188,10 @@ def start_postgres(
     database: str = "vidpipe",
     durable: bool = True,
     timeout: float = 60,
+    more_databases: tuple[str, ...] = (CATALOG_DATABASE,),
 ) -> PostgresServer:
-    """A PostgreSQL server with ``database`` owned by ``user`` (trust authentication, loopback only);
-    ``durable=False`` skips fsync (tests: nothing to keep after a crash)."""
+    """A PostgreSQL server with ``database`` (and ``more_databases``) owned by ``user`` (trust authentication,
+    loopback only); ``durable=False`` skips fsync (tests: nothing to keep after a crash)."""
     bin_dir = postgres_bin_dir()
     data = data_dir / "data"
     if not (data / "PG_VERSION").exists():
@@ -200,12 +209,11 @@ def start_postgres(
 
     def answers() -> bool:
         probe = [str(bin_dir / "psql"), "-h", LOOPBACK, "-p", str(port), "-U", user, "-d", "postgres", "-tAc"]
-        query = f"SELECT 1 FROM pg_database WHERE datname = '{database}'"
-        found = subprocess.run([*probe, query], check=False, capture_output=True)
-        if found.returncode != 0:
+        listed = subprocess.run([*probe, "SELECT datname FROM pg_database"], check=False, capture_output=True)
+        if listed.returncode != 0:
             return False
-        if found.stdout.strip() != b"1":
-            subprocess.run([*probe, f'CREATE DATABASE "{database}"'], check=True, capture_output=True)
+        for name in {database, *more_databases} - set(listed.stdout.decode().split()):
+            subprocess.run([*probe, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
         return True
 
     return _started(server, answers, "PostgreSQL", log, timeout)
@@ -213,7 +221,8 @@ def start_postgres(
 
 PGBOUNCER_SETTINGS = """\
 [databases]
-{database} = host={host} port={postgres_port} dbname={database} user={user}
+; every database of the server (Dagster's instance, the catalog), by the name the client asks for
+* = host={host} port={postgres_port} user={user}
 
 [pgbouncer]
 listen_addr = {host}
@@ -242,8 +251,7 @@ def start_pgbouncer(postgres: PostgresServer, data_dir: Path, log: Path, timeout
     settings = data_dir / "pgbouncer.ini"
     settings.write_text(
         PGBOUNCER_SETTINGS.format(
-            database=postgres.database, user=postgres.user, host=LOOPBACK, postgres_port=postgres.port,
-            port=port, auth_file=auth_file,
+            user=postgres.user, host=LOOPBACK, postgres_port=postgres.port, port=port, auth_file=auth_file,
         )
     )  # fmt: skip
     server = PgBouncerServer(_start([*_unprivileged(), binary, str(settings)], log), port, postgres)

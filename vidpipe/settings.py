@@ -75,6 +75,27 @@ def _location(variable: str, text: str | None, default: Path) -> Path | S3Locati
     return Path(text or default).resolve()
 
 
+def catalog_url() -> str:
+    """``VIDPIPE_CATALOG``: the catalog's database as a SQLAlchemy URL; ``data/catalog.sqlite`` by default. On
+    many machines, a PostgreSQL database of its own (``postgresql+psycopg2://user@host:port/vidpipe_catalog``)."""
+    return os.environ.get("VIDPIPE_CATALOG") or f"sqlite:///{(data_dir() / 'catalog.sqlite').resolve()}"
+
+
+def retire_after_days() -> float | None:
+    """``VIDPIPE_RETIRE_AFTER_DAYS``: how many days a ready video stays one of Dagster's live partitions before
+    the ``retired_videos`` sensor retires it (30 by default; ``never`` keeps every video live)."""
+    text = os.environ.get("VIDPIPE_RETIRE_AFTER_DAYS") or "30"
+    if text == "never":
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(f"VIDPIPE_RETIRE_AFTER_DAYS must be a number of days or never, not {text!r}")
+    return days
+
+
 def scratch_dir() -> Path:
     """``VIDPIPE_SCRATCH``: this machine's folder for files in the making when storage is S3
     (downloads of originals, outputs before their upload); never shared with another machine."""

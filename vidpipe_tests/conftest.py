@@ -8,7 +8,16 @@ from dagster import DagsterInstance
 
 from vidpipe.loopback import S3Server, start_s3_server
 from vidpipe_tests.clips import make_clip
-from vidpipe_tests.harness import BIN_DIR, BUCKET, REPO_ROOT, SETTLE_SECONDS, DagsterStack, free_port, stop
+from vidpipe_tests.harness import (
+    BIN_DIR,
+    BUCKET,
+    REPO_ROOT,
+    SETTLE_SECONDS,
+    DagsterStack,
+    catalog_beside,
+    free_port,
+    stop,
+)
 
 LONGEST_FIRST = (
     "test_cluster.py",
@@ -76,6 +85,7 @@ def dagster_stack(tmp_path, monkeypatch) -> Iterator[DagsterStack]:
         "DAGSTER_HOME": str(home),
         "VIDPIPE_INBOX": str(inbox),
         "VIDPIPE_STORAGE": str(storage),
+        "VIDPIPE_CATALOG": catalog_beside(storage).url,
         "VIDPIPE_SETTLE_SECONDS": str(SETTLE_SECONDS),
     }
     for name, value in settings.items():

@@ -29,7 +29,9 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 from dagster_aws.s3 import S3Resource
 
+from vidpipe.catalog import migrate
 from vidpipe.definitions import build_assets, build_definitions
+from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.partitions import VIDEOS, failure_reason, upload_tags
 from vidpipe.defs.resources import FFmpegResource, FolderInbox, InboxResource, step_values
 from vidpipe.defs.sensors import failed_video_runs
@@ -56,6 +58,14 @@ def processed(upload, storage_root):
         yield pipeline, key, pipeline.materialize(key, upload=upload)
 
 
+def catalog_beside(storage_root: Path) -> CatalogResource:
+    """The catalog of the storage at ``storage_root`` (a folder, or any name for an S3 prefix's): a SQLite file
+    beside it, made on first use."""
+    url = f"sqlite:///{storage_root.parent / (storage_root.name + '.catalog.sqlite')}"
+    migrate(url)
+    return CatalogResource(url=url)
+
+
 class Pipeline:
     def __init__(self, instance, storage_root):
         self.instance = instance
@@ -63,6 +73,7 @@ class Pipeline:
         # Steps hand values on as in a deployment: kept in the video's storage (``StepValues``).
         self.resources = {
             "storage": LocalVideoStorage(root=str(storage_root)),
+            "catalog": catalog_beside(storage_root),
             "ffmpeg": FFmpegResource(),
             "io_manager": step_values,
         }
@@ -108,7 +119,7 @@ class SensorHarness:
         self.sensor = build_definitions().resolve_sensor_def("upload_sensor")
         self.resources = {
             "inbox": FolderInbox(path=str(inbox), settle_seconds=settle_seconds, **inbox_settings),
-            "storage": LocalVideoStorage(root=str(inbox.parent / "storage")),
+            "catalog": catalog_beside(inbox.parent / "storage"),
         }
         self.cursor = None
 

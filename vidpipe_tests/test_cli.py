@@ -155,3 +155,30 @@ def test_rerun_says_what_to_set_when_there_is_no_instance(tmp_path):
     (tmp_path / "dagster.yaml").write_text("")
     bad = run_vidpipe("rerun", "../etc", env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     assert (bad.returncode, bad.stderr) == (1, "error: not a video key: ../etc (keys look like holiday-0123456789ab)\n")
+
+
+def test_catalog_migrate_fills_a_new_catalog_from_storage_and_videos_lists_it(tiny_clip, tmp_path):
+    storage = tmp_path / "storage"
+    fake = tmp_path / "notes.mov"
+    fake.write_text("not a video\n")
+    assert run_vidpipe("process", str(tiny_clip), "--out", str(storage)).returncode == 0
+    assert run_vidpipe("process", str(fake), "--out", str(storage)).returncode == 1
+    env = {**os.environ, "VIDPIPE_STORAGE": str(storage), "VIDPIPE_CATALOG": f"sqlite:///{tmp_path / 'c.sqlite'}"}
+    missing = run_vidpipe("videos", env=env)
+    assert missing.returncode == 1
+    assert (
+        missing.stderr
+        == f"error: the catalog {tmp_path / 'c.sqlite'} does not exist: run `vidpipe catalog migrate` to make it\n"
+    )
+    made = run_vidpipe("catalog", "migrate", env=env)
+    assert made.returncode == 0 and made.stdout.endswith("with the 2 video(s) storage holds\n"), made.stderr
+    again = run_vidpipe("catalog", "migrate", env=env)
+    assert again.stdout.endswith("is up to date (schema version 0001)\n")
+    listed = run_vidpipe("videos", env=env).stdout.splitlines()
+    assert len(listed) == 3 and listed[-1] == "2 of 2 video(s)"
+    refused = run_vidpipe("videos", "--state", "rejected", env=env).stdout.splitlines()
+    assert refused[0].endswith("notes.mov: not a video: the file is text") and refused[-1] == "1 of 1 video(s)"
+    page = json.loads(run_vidpipe("videos", "--search", "TINY", "--limit", "1", "--json", env=env).stdout)
+    assert [v["name"] for v in page["videos"]] == ["tiny.mp4"] and page["videos"][0]["state"] == "ready"
+    rebuilt = run_vidpipe("catalog", "rebuild", env=env)
+    assert rebuilt.stdout.endswith("rebuilt the catalog " + str(tmp_path / "c.sqlite") + " from storage: 2 video(s)\n")

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from vidpipe_tests.clips import make_clip
-from vidpipe_tests.harness import BIN_DIR, BUCKET, Pipeline, free_port, stop, wait_until
+from vidpipe_tests.harness import BIN_DIR, BUCKET, Pipeline, catalog_beside, free_port, stop, wait_until
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +39,12 @@ def served(tmp_path_factory):
         refused = pipeline.add(bad)
         pipeline.materialize(refused, upload=bad, raise_on_error=False)
     port = free_port()
-    env = {**os.environ, "VIDPIPE_STORAGE": str(root / "storage"), "VIDPIPE_PLAYER_PORT": str(port)}
+    env = {
+        **os.environ,
+        "VIDPIPE_STORAGE": str(root / "storage"),
+        "VIDPIPE_CATALOG": catalog_beside(root / "storage").url,
+        "VIDPIPE_PLAYER_PORT": str(port),
+    }
     server = subprocess.Popen([str(BIN_DIR / "vidpipe"), "serve"], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -219,7 +224,12 @@ def test_with_s3_storage_media_are_presigned_redirects_and_playlists_come_from_t
         "VIDPIPE_STORAGE": f"s3://{BUCKET}/{prefix}",
         "VIDPIPE_SCRATCH": str(tmp_path / "scratch"),
         "VIDPIPE_PLAYER_PORT": str(port),
+        "VIDPIPE_CATALOG": f"sqlite:///{tmp_path / 'catalog.sqlite'}",
     }
+    # the catalog made from what the bucket holds
+    rebuild = [str(BIN_DIR / "vidpipe"), "catalog", "rebuild"]
+    rebuilt = subprocess.run(rebuild, env=env, capture_output=True, text=True, check=False)
+    assert rebuilt.returncode == 0 and "1 video(s)" in rebuilt.stdout, rebuilt.stderr
     server = subprocess.Popen([str(BIN_DIR / "vidpipe"), "serve"], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -245,15 +255,16 @@ def test_with_s3_storage_media_are_presigned_redirects_and_playlists_come_from_t
                 opener.open(f"{url}/media/{key}/{private}", timeout=5)
             assert refused.value.code == 404
         with urllib.request.urlopen(f"{url}/api/videos", timeout=5) as listing:
-            assert json.loads(listing.read()) == [
-                {
-                    "key": key,
-                    "name": "Clip.mp4",
-                    "state": "processing",
-                    "duration": None,
-                    "thumbnail": None,
-                    "reason": None,
-                }
-            ]
+            listed = json.loads(listing.read())
+        [video] = listed["videos"]
+        assert (listed["total"], listed["next"]) == (1, None)
+        assert {name: video[name] for name in ("key", "name", "state", "duration", "thumbnail", "reason")} == {
+            "key": key,
+            "name": "Clip.mp4",
+            "state": "processing",
+            "duration": None,
+            "thumbnail": None,
+            "reason": None,
+        }
     finally:
         stop([server])

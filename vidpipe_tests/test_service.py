@@ -195,6 +195,11 @@ def unit_stack(tmp_path, monkeypatch) -> Iterator[DagsterStack]:
             env={"PATH": SYSTEMD_PATH, "LANG": "C.UTF-8", "HOME": str(tmp_path), **settings},
             cwd=Path(working_directory),
         )
+        for unit in units.values():
+            if "ExecStartPre" in unit:
+                subprocess.run(
+                    shlex.split(installed_here(unit["ExecStartPre"])), env=stack.env, cwd=stack.cwd, check=True
+                )
         try:
             stack.start_all()
             yield stack

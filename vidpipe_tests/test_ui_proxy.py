@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vidpipe_tests.harness import REPO_ROOT, STARTUP_TIMEOUT, free_port, start, stop, wait_until
+from vidpipe_tests.harness import REPO_ROOT, STARTUP_TIMEOUT, catalog_beside, free_port, start, stop, wait_until
 
 CADDY = str(Path(sys.executable).parent / "caddy")
 CADDYFILE = REPO_ROOT / "deploy" / "caddy" / "Caddyfile"
@@ -63,6 +63,7 @@ def ui_behind_proxy(tmp_path):
         "DAGSTER_HOME": str(home),
         "VIDPIPE_INBOX": str(tmp_path / "inbox"),
         "VIDPIPE_STORAGE": str(tmp_path / "storage"),
+        "VIDPIPE_CATALOG": catalog_beside(tmp_path / "storage").url,
         "VIDPIPE_UI_ADDRESS": f"http://127.0.0.1:{proxy_port}",
         "VIDPIPE_UI_BIND": "127.0.0.1",
         "VIDPIPE_UI_USER": "vidpipe",

@@ -2,7 +2,6 @@
 stream, its quality report and its manifest."""
 
 import errno
-import json
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ import dagster as dg
 from PIL import Image
 
 from vidpipe import settings
+from vidpipe.defs.catalog import CatalogResource, published, record_original, refused
 from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
 from vidpipe.defs.partitions import PARTITION_TAG, UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, videos
 from vidpipe.defs.resources import FFmpegResource, InboxResource, kept_value
@@ -80,14 +80,14 @@ def video_asset(group_name: str, code_version: str) -> Any:
 
 @contextmanager
 def failures_for_people(
-    context: dg.AssetExecutionContext, storage: VideoStorage, key: str, making: str
+    context: dg.AssetExecutionContext, storage: VideoStorage, catalog: CatalogResource, key: str, making: str
 ) -> Iterator[None]:
     """Turn vidpipe's typed errors into a Dagster ``Failure`` the UI shows as is.
 
     Errors about the input itself are final (``allow_retries=False``): the gate's refusals,
     and ffmpeg failing on a file that passed the gate (not killed, not timed out). They
-    leave the kept original and a ``rejection.json`` beside it and nothing else: outputs
-    other steps of the video published are withdrawn. An observation of ``source_video``
+    leave the kept original and a ``rejection.json`` beside it and nothing else: the catalog's row
+    says ``rejected`` and outputs other steps of the video published are withdrawn (``refused``). An observation of ``source_video``
     says why, on the asset's Events tab. A full disk is final for this run too (an
     immediate retry would fail the same way) and said plainly; the video can be re-run
     once there is space. A killed or timed-out ffmpeg goes through the retry policy.
@@ -101,8 +101,7 @@ def failures_for_people(
             raise StorageFullError(f"no space left in storage while writing {making}", path=err.filename) from err
     except VidpipeError as err:
         if isinstance(err, InvalidMediaError) or (isinstance(err, ToolFailedError) and not err.retryable):
-            storage.record_rejection(key, err)
-            storage.withdraw_outputs(key)
+            refused(catalog.catalog(), storage, key, err)
             context.log_event(
                 dg.AssetObservation(
                     asset_key=SOURCE_VIDEO_KEY, partition=key, metadata={"rejected": True, "reason": err.message}
@@ -121,7 +120,11 @@ def rendition_key(rung: Rung) -> dg.AssetKey:
 
 @video_asset("ingest", "1")
 def source_video(
-    context: dg.AssetExecutionContext, storage: VideoStorage, ffmpeg: FFmpegResource, inbox: InboxResource
+    context: dg.AssetExecutionContext,
+    storage: VideoStorage,
+    catalog: CatalogResource,
+    ffmpeg: FFmpegResource,
+    inbox: InboxResource,
 ) -> dg.Output:
     """The upload, copied into immutable storage, probed and validated.
 
@@ -133,7 +136,8 @@ def source_video(
     in storage, or else the upload named by the latest earlier run of the same video.
     """
     key = context.partition_key
-    with failures_for_people(context, storage, key, making="the original"):
+    with failures_for_people(context, storage, catalog, key, making="the original"):
+        videos_now = catalog.catalog()  # a catalog that is missing or outdated stops the run here, plainly
         stored = storage.stored_original(key)
         if stored is None:
             file_ref, name = _upload_of(context, key)
@@ -142,6 +146,7 @@ def source_video(
         with storage.fetch(key, stored.file) as original:
             info = ffmpeg.validate_upload(original)
     storage.clear_rejection(key)
+    record_original(videos_now, key, stored)
     source = SourceVideo(key=key, name=stored.name, sha256=stored.sha256, file=stored.file, info=info)
     return dg.Output(
         source,
@@ -213,11 +218,15 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         retry_policy=TRANSIENT_RETRIES,
     )
     def renditions(
-        context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
+        context: dg.AssetExecutionContext,
+        source_video: SourceVideo,
+        ffmpeg: FFmpegResource,
+        storage: VideoStorage,
+        catalog: CatalogResource,
     ) -> Iterator[dg.Output]:
         plan = plan_ladder(source_video.info, ladder)
         planned = [p for p in plan.renditions if rendition_key(p.rung) in context.selected_asset_keys]
-        with failures_for_people(context, storage, source_video.key, making="the renditions"):
+        with failures_for_people(context, storage, catalog, source_video.key, making="the renditions"):
             made, argv = _encode(context, source_video, planned, ffmpeg, storage)
             made_set = None
             if LADDER_KEY in context.selected_asset_keys:
@@ -362,10 +371,14 @@ def _progress_logger(context: dg.AssetExecutionContext, every_seconds: float = 5
 
 @video_asset("thumbnails", THUMBNAIL_CODE_VERSION)
 def thumbnail(
-    context: dg.AssetExecutionContext, source_video: SourceVideo, ffmpeg: FFmpegResource, storage: VideoStorage
+    context: dg.AssetExecutionContext,
+    source_video: SourceVideo,
+    ffmpeg: FFmpegResource,
+    storage: VideoStorage,
+    catalog: CatalogResource,
 ) -> dg.Output:
     """The first decoded frame, upright, as JPEG and WebP at a few widths (a waveform for audio-only uploads)."""
-    with failures_for_people(context, storage, source_video.key, making="the thumbnails"):
+    with failures_for_people(context, storage, catalog, source_video.key, making="the thumbnails"):
         frame, read = first_frame_of(source_video, ffmpeg, storage)
         context.log.debug(f"first frame read from {read}")
         with storage.publishing(source_video.key, THUMBNAILS_FOLDER) as out_dir:
@@ -510,6 +523,7 @@ def build_publish_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         thumbnail: list[ThumbnailFile],
         ffmpeg: FFmpegResource,
         storage: VideoStorage,
+        catalog: CatalogResource,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         key = source_video.key
         with shared_copies(storage, key) as local:  # a rendition two parts read is fetched once
@@ -521,7 +535,7 @@ def build_publish_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             ended = side_by_side({asset: make for asset, make in parts.items() if asset in context.selected_asset_keys})
         made = {}
         for asset, part in ended.items():  # the first failure, now that no part is still running
-            with failures_for_people(context, storage, key, making=MAKING[asset]):
+            with failures_for_people(context, storage, catalog, key, making=MAKING[asset]):
                 made[asset] = part.result()
         for asset, (value, metadata) in made.items():
             yield dg.Output(value, output_name=asset.path[-1], metadata=metadata)
@@ -539,7 +553,7 @@ def build_publish_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
                 values[STORYBOARD_KEY],
                 values[QUALITY_KEY],
             )
-            yield from _manifest_outputs(context, storage, manifest, ladder)
+            yield from _manifest_outputs(context, storage, catalog, manifest, ladder)
 
     return publish
 
@@ -682,11 +696,15 @@ def _quality_checks(context: dg.AssetExecutionContext, report: QualityReport) ->
 
 
 def _manifest_outputs(
-    context: dg.AssetExecutionContext, storage: VideoStorage, manifest: dict[str, Any], ladder: RenditionSet
+    context: dg.AssetExecutionContext,
+    storage: VideoStorage,
+    catalog: CatalogResource,
+    manifest: dict[str, Any],
+    ladder: RenditionSet,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Publish ``manifest``, last of the video's files; its output and its selected checks."""
+    """Publish ``manifest``, last of the video's files, then its catalog row; its output and its selected checks."""
     key = manifest["video"]
-    storage.publish_file(key, MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+    published(catalog.catalog(), storage, key, manifest)
     location = storage.location(key, MANIFEST_FILE)
     context.log.info(
         f"video {key} ('{manifest['source']['name']}') is ready: {len(manifest['renditions'])} renditions, "

@@ -9,6 +9,8 @@ functions serve the ``vidpipe rejections | rerun | forget`` commands and the
 
 import dagster as dg
 
+from vidpipe.catalog import Catalog
+from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.partitions import VIDEOS
 from vidpipe.defs.storage import VideoStorage
 from vidpipe.media.errors import UnknownVideoError
@@ -30,8 +32,8 @@ def restore_partitions(instance: dg.DagsterInstance, storage: VideoStorage, keys
         instance.add_dynamic_partitions(VIDEOS, missing)
 
 
-def forget_rejected(instance: dg.DagsterInstance, storage: VideoStorage, keys: list[str]) -> None:
-    """Remove refused uploads for good: their kept original, their records and their partition.
+def forget_rejected(instance: dg.DagsterInstance, storage: VideoStorage, catalog: Catalog, keys: list[str]) -> None:
+    """Remove refused uploads for good: their kept original, their records, their catalog row and their partition.
 
     Only refused uploads can be forgotten this way (a mistyped key must not delete a good video).
     An upload forgotten and dropped into the inbox again is processed as new.
@@ -41,6 +43,7 @@ def forget_rejected(instance: dg.DagsterInstance, storage: VideoStorage, keys: l
         raise UnknownVideoError(f"not a refused upload: {', '.join(not_refused)} (see `vidpipe rejections`)")
     for key in keys:
         storage.forget(key)
+        catalog.forget(key)
         withdraw_partition(instance, key)
 
 
@@ -50,8 +53,10 @@ class ForgetConfig(dg.Config):
 
 
 @dg.op
-def forget_uploads(context: dg.OpExecutionContext, config: ForgetConfig, storage: VideoStorage) -> None:
-    forget_rejected(context.instance, storage, config.videos)
+def forget_uploads(
+    context: dg.OpExecutionContext, config: ForgetConfig, storage: VideoStorage, catalog: CatalogResource
+) -> None:
+    forget_rejected(context.instance, storage, catalog.catalog(), config.videos)
     context.log.info(f"forgot {len(config.videos)} refused upload(s): {', '.join(config.videos)}")
 
 

@@ -2,11 +2,14 @@
 
 import shlex
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from vidpipe import settings
+from vidpipe.catalog import utc_now
+from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.partitions import (
     FAILURE_TAG,
@@ -23,7 +26,7 @@ from vidpipe.defs.rejections import withdraw_partition
 from vidpipe.defs.resources import InboxResource
 from vidpipe.defs.storage import VideoStorage
 from vidpipe.inbox import InboxCursor, Upload, readable_name
-from vidpipe.media.keys import content_hash_of, is_partition_key, partition_key, short_hash
+from vidpipe.media.keys import is_partition_key, partition_key, short_hash
 
 DAEMON_LOOP_SECONDS = 5
 """How often the sensor daemon evaluates sensors (Dagster's ``MIN_INTERVAL_LOOP_TIME``)."""
@@ -44,15 +47,18 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
     # elapsed time sometimes came out at 4.99 s and the evaluation waited for the next loop.
     @dg.sensor(job=job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
     def upload_sensor(
-        context: dg.SensorEvaluationContext, inbox: InboxResource, storage: VideoStorage
+        context: dg.SensorEvaluationContext, inbox: InboxResource, catalog: CatalogResource
     ) -> dg.SensorResult:
         """Adds a partition and requests a run for every finished upload whose content is not yet taken care of.
 
         Content is taken care of once a run for its video is queued, running or succeeded, or
-        its upload was refused (a recorded rejection). A partition alone proves nothing: if
+        its upload was refused (the catalog says ``rejected``). A partition alone proves nothing: if
         the run could not be created, the next evaluation requests it again. The same bytes
         uploaded again under any name while the first copy is taken care of start nothing; a
         re-upload of a video whose runs all failed (a full disk, a crash) starts a new run.
+
+        The work is bounded by the new uploads, whatever the catalog holds: one catalog query for all
+        their content hashes, one run query, a row and a partition check per upload it requests.
         """
         # Uploads that settle before the next loop are taken now, not one loop later.
         scan = inbox.scan(InboxCursor.from_json(context.cursor), wait_for_settling_seconds=DAEMON_LOOP_SECONDS)
@@ -63,21 +69,26 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
         requests: list[dg.RunRequest] = []
         new_keys: list[str] = []
         if scan.uploads:
-            known = {content_hash_of(key): key for key in context.instance.get_dynamic_partitions(VIDEOS)}
-            content = [short_hash(upload.sha256) for upload in scan.uploads]
-            taken = _videos_with_runs(context.instance, [known[c] for c in content if c in known])
-            for upload, upload_content in zip(scan.uploads, content, strict=True):
-                # A refused upload's partition is withdrawn: its rejection, kept in storage, names it.
-                key = known.get(upload_content) or storage.rejected_video(upload_content)
+            videos_now = catalog.catalog()
+            found = videos_now.by_content([short_hash(upload.sha256) for upload in scan.uploads])
+            known = {content: video.key for content, video in found.items()}
+            refused = {video.key: video.reason for video in found.values() if video.state == "rejected"}
+            taken = _videos_with_runs(context.instance, list(known.values()))
+            for upload in scan.uploads:
+                content = short_hash(upload.sha256)
+                key = known.get(content)
                 if key is None:
-                    key = known[upload_content] = partition_key(upload.name, upload.sha256)
+                    key = known[content] = partition_key(upload.name, upload.sha256)
+                    videos_now.register(key, readable_name(upload.name), upload.sha256, upload.size)
                     new_keys.append(key)
-                handled = taken.get(key) or storage.rejection_reason(key)
+                handled = taken.get(key) or (f"refused: {refused[key]}" if key in refused else None)
                 if handled:
                     context.log.info(
                         f"'{upload.readable_name}' is video {key}, already taken care of ({handled}); skipped"
                     )
                     continue
+                if key not in new_keys and not context.instance.has_dynamic_partition(VIDEOS, key):
+                    new_keys.append(key)  # registered by a tick whose partition request was not applied
                 taken[key] = "requested in this evaluation"
                 requests.append(_run_request(upload, key, inbox))
         return dg.SensorResult(
@@ -110,6 +121,32 @@ def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunReques
         tags=upload_tags(upload.name),
         run_config=executor_run_config(in_one_process=upload.size < inbox.one_process_below_bytes),
     )
+
+
+RETIRE_BATCH = 1000
+"""The most videos one evaluation of ``retired_videos`` retires: a partition deletion each, well inside the
+sensor's 60 s (at one evaluation a minute, 1.4 million a day)."""
+
+
+@dg.sensor(name="retired_videos", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def retired_videos(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SkipReason:
+    """Keeps Dagster's live partition set bounded: a video ready for longer than ``VIDPIPE_RETIRE_AFTER_DAYS``
+    leaves the ``videos`` partitions (the UI's asset pages slow down past ~100,000 of them) and its catalog
+    row says ``retired``. Its storage, its published outputs, its runs and its materializations stay; it plays
+    as before. ``vidpipe rerun KEY`` (or the UI's "Add partition", then a backfill) brings it back.
+
+    The partitions go first, then the rows: an evaluation cut short leaves rows still ``ready``, which the
+    next one takes again."""
+    if catalog.retire_after_days is None:
+        return dg.SkipReason("VIDPIPE_RETIRE_AFTER_DAYS is not set: every video stays a live partition")
+    videos_now = catalog.catalog()
+    keys = videos_now.ready_before(utc_now() - timedelta(days=catalog.retire_after_days), RETIRE_BATCH)
+    for key in keys:
+        context.instance.delete_dynamic_partition(VIDEOS, key)
+    retired = videos_now.retire(keys)
+    if retired:
+        context.log.info(f"retired {retired} video(s) ready for over {catalog.retire_after_days:g} days: {keys[0]}, …")
+    return dg.SkipReason(f"retired {retired} video(s)" if retired else "no video to retire")
 
 
 def rerun_command(key: str) -> str:

@@ -16,6 +16,7 @@ Each implementation provides the storage operations (``store_original``, ``fetch
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -167,6 +168,10 @@ class StoredOriginal:
     name_ref: str
     """The upload's exact name in the inbox, percent-encoded (see ``inbox.name_ref``)."""
     sha256: str
+    size: int | None = None
+    """Its size in bytes (absent from records written before it was kept)."""
+    stored_at: str | None = None
+    """When it was stored, ISO 8601 in UTC (absent from records written before it was kept)."""
 
 
 class VideoStorage(dg.ConfigurableResource):
@@ -220,8 +225,9 @@ class VideoStorage(dg.ConfigurableResource):
         """Remove ``path``: a file, or a folder with everything under it; nothing if there is none."""
 
     @abstractmethod
-    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
-        """The keys (ending with ``key_ending``) of the videos that have ``file``, in key order."""
+    def _videos_with(self, file: str) -> list[str]:
+        """The keys of the videos that have ``file``, in key order (a listing of every video: for the
+        commands that list or rebuild everything, never for the sensor or a page)."""
 
     # Built on those, the same for every storage.
 
@@ -244,6 +250,8 @@ class VideoStorage(dg.ConfigurableResource):
             name=record["name"],
             name_ref=record.get("name_ref", ""),  # absent from records written before it was kept
             sha256=record["sha256"],
+            size=record.get("size"),
+            stored_at=record.get("stored_at"),
         )
 
     def publish_file(self, key: str, file: str, data: bytes) -> None:
@@ -289,9 +297,13 @@ class VideoStorage(dg.ConfigurableResource):
         URL to send it to (S3: a presigned GET valid for ``expires_seconds``, which answers 404 itself for a
         file that is not there: no request is made to find out); None if it is not a file it may give."""
 
+    def rejection(self, key: str) -> dict | None:
+        """The record of why ``key``'s upload was refused (``record_rejection``), if it was."""
+        return self._read_json(self.path(key, REJECTION_FILE))
+
     def rejection_reason(self, key: str) -> str | None:
         """Why ``key``'s upload was refused, if it was."""
-        record = self._read_json(self.path(key, REJECTION_FILE))
+        record = self.rejection(key)
         return None if record is None else record["reason"]
 
     def rejections(self) -> list[dict]:
@@ -306,12 +318,6 @@ class VideoStorage(dg.ConfigurableResource):
                 records.append(record)
         return records
 
-    def rejected_video(self, content: str) -> str | None:
-        """The key of a refused upload whose content hash (``keys.short_hash``) is ``content``, if any."""
-        if not re.fullmatch(r"[0-9a-f]+", content):
-            return None
-        return next(iter(self._videos_with(REJECTION_FILE, key_ending=f"-{content}")), None)
-
     def forget(self, key: str) -> None:
         """Remove everything kept for ``key``: original, records and outputs."""
         self._remove(self.path(key))
@@ -319,6 +325,10 @@ class VideoStorage(dg.ConfigurableResource):
     def clear_rejection(self, key: str) -> None:
         """Forget an earlier rejection (the upload passed validation since, e.g. under new limits)."""
         self._remove(self.path(key, REJECTION_FILE))
+
+    def withdraw_manifest(self, key: str) -> None:
+        """Remove ``key``'s manifest (its other outputs stay, unlisted)."""
+        self._remove(self.path(key, MANIFEST_FILE))
 
     def withdraw_outputs(self, key: str) -> None:
         """Remove every output of ``key`` (renditions, thumbnails, manifest); the original and records stay."""
@@ -344,11 +354,10 @@ class VideoStorage(dg.ConfigurableResource):
         """The value kept by ``keep_step_value``, if any."""
         return self._read(self.path(key, f"{STEP_VALUES_FOLDER}/{name}.pickle"))
 
-    def _source_record(self, key: str, file: str, name: str, name_ref: str, sha256: str) -> StoredOriginal:
-        self._write_json(
-            self.path(key, SOURCE_RECORD_FILE), {"name": name, "name_ref": name_ref, "sha256": sha256, "file": file}
-        )
-        return StoredOriginal(file=file, name=name, name_ref=name_ref, sha256=sha256)
+    def _source_record(self, key: str, file: str, name: str, name_ref: str, sha256: str, size: int) -> StoredOriginal:
+        stored = StoredOriginal(file=file, name=name, name_ref=name_ref, sha256=sha256, size=size, stored_at=_now())
+        self._write_json(self.path(key, SOURCE_RECORD_FILE), dataclasses.asdict(stored))
+        return stored
 
     def _read_json(self, path: str) -> Any:
         data = self._read(path)
@@ -387,10 +396,9 @@ class LocalVideoStorage(VideoStorage):
 
     def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
         file = original_file_name(name)
-        sha256 = copy_atomically_with_sha256(
-            upload, self.video_dir(key) / file, expected_sha256_prefix=content_hash_of(key)
-        )
-        return self._source_record(key, file, name, name_ref, sha256)
+        target = self.video_dir(key) / file
+        sha256 = copy_atomically_with_sha256(upload, target, expected_sha256_prefix=content_hash_of(key))
+        return self._source_record(key, file, name, name_ref, sha256, target.stat().st_size)
 
     @contextmanager
     def fetch(self, key: str, file: str) -> Iterator[Path]:
@@ -446,8 +454,8 @@ class LocalVideoStorage(VideoStorage):
         else:
             target.unlink(missing_ok=True)
 
-    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
-        return sorted(path.parent.name for path in Path(self.root).glob(f"*{key_ending}/{file}"))
+    def _videos_with(self, file: str) -> list[str]:
+        return sorted(path.parent.name for path in Path(self.root).glob(f"*/{file}"))
 
 
 class S3VideoStorage(VideoStorage):
@@ -474,7 +482,7 @@ class S3VideoStorage(VideoStorage):
             raise UploadError(f"the upload changed after it was seen: its content no longer matches {key}")
         file = original_file_name(name)
         self._upload(upload, self.path(key, file))
-        return self._source_record(key, file, name, name_ref, sha256)
+        return self._source_record(key, file, name, name_ref, sha256, upload.stat().st_size)
 
     @contextmanager
     def fetch(self, key: str, file: str) -> Iterator[Path]:
@@ -589,10 +597,8 @@ class S3VideoStorage(VideoStorage):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
-    def _videos_with(self, file: str, key_ending: str = "") -> list[str]:
-        """One listing of the videos' folders (not of their files), then one HEAD per video that
-        ends with ``key_ending``: a sensor asking for one content hash makes one or two requests
-        per thousand videos."""
+    def _videos_with(self, file: str) -> list[str]:
+        """One listing of the videos' folders (not of their files), then one HEAD per video."""
         videos = []
         pages = (
             self._client()
@@ -602,6 +608,6 @@ class S3VideoStorage(VideoStorage):
         for page in pages:
             for folder in page.get("CommonPrefixes", []):
                 video = folder["Prefix"][len(self.prefix) :].rstrip("/")
-                if video.endswith(key_ending) and is_partition_key(video):
+                if is_partition_key(video):
                     videos.append(video)
         return sorted(video for video in videos if self._size(self.path(video, file)) is not None)

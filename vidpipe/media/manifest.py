@@ -216,3 +216,9 @@ def manifest_problems(manifest: dict[str, Any], stored_size: Callable[[str], int
         indexes += [storyboard["vtt"], *storyboard["images"]]
     problems += [f"{path} is missing" for path in indexes if stored_size(path) is None]
     return problems
+
+
+def smallest_jpeg_thumbnail(manifest: dict[str, Any]) -> str | None:
+    """The path (under the video's folder) of the manifest's narrowest JPEG thumbnail, for lists of videos."""
+    jpegs = [t for t in manifest["thumbnails"] if t["format"] == "jpeg"]
+    return str(min(jpegs, key=lambda t: t["width"])["path"]) if jpegs else None

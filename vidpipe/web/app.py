@@ -1,7 +1,7 @@
-"""The web app people watch videos in: a gallery of the videos in storage and a player page per video.
+"""The web app people watch videos in: a gallery of the videos in the catalog and a player page per video.
 
-It reads storage only (the manifests, the rejection records), never the Dagster instance, so it
-runs wherever storage is reachable. Media files are served from storage: from a local folder with
+It reads the catalog (the gallery, a page at a time) and storage (a video's manifest and files), never the
+Dagster instance, so it runs wherever those are reachable. Media files are served from storage: from a local folder with
 HTTP range requests, or, from S3, by a redirect to a presigned URL. The playlists, the DASH
 manifest and the storyboard track are served by the app itself in both cases: the files they
 list are named relative to them, and so resolve to the app, which then redirects each one.
@@ -12,8 +12,10 @@ own controls, installed from the npm registry by the set-up (``settings.player_l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -23,6 +25,8 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from vidpipe.catalog import STATES, Catalog, Video
+from vidpipe.catalog.store import PAGE_SIZE
 from vidpipe.defs.storage import VideoStorage, content_type, is_published
 from vidpipe.media.errors import InvalidVideoKeyError
 from vidpipe.media.files import INDEX_SUFFIXES
@@ -31,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 URL_SECONDS = 3600
 """How long a presigned media URL stays valid: longer than anyone watches one video."""
 SERVED_BY_THE_APP = (*INDEX_SUFFIXES, ".json")
+WATCHABLE = ("playable", "ready", "retired")
+"""The states in which a video has a player page to go to."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,23 @@ class GalleryEntry:
     key: str
     name: str
     state: str
-    """``ready``, ``processing`` or ``rejected``."""
+    """One of the catalog's ``STATES``."""
+    created_at: str
     duration: float | None = None
     thumbnail: str | None = None
     """The URL of its smallest JPEG thumbnail."""
     reason: str | None = None
     """Why it was rejected."""
+
+    @classmethod
+    def of(cls, video: Video) -> GalleryEntry:
+        thumbnail = media_url(video.key, video.thumbnail) if video.thumbnail else None
+        created = video.created_at.isoformat(timespec="seconds") + "Z"
+        return cls(video.key, video.name, video.state, created, video.duration, thumbnail, video.reason)
+
+    @property
+    def watchable(self) -> bool:
+        return self.state in WATCHABLE
 
     @property
     def duration_text(self) -> str:
@@ -53,59 +70,71 @@ class GalleryEntry:
         return f"{minutes}:{seconds:02d}"
 
 
-def gallery_entries(storage: VideoStorage) -> list[GalleryEntry]:
-    """Every stored video: ready (with a manifest), rejected (with why) or still processing."""
-    return [entry for key in storage.videos() if (entry := video_entry(storage, key)) is not None]
+@dataclass(frozen=True)
+class GalleryPage:
+    """One page of the gallery: the filter it was asked with, its videos, the total and the next page's query."""
+
+    entries: list[GalleryEntry]
+    total: int
+    total_capped: bool
+    state: str | None
+    search: str
+    next_query: str | None
+    """The query string of the next page (same filter, its cursor); None on the last page."""
+
+    def as_json(self) -> dict:
+        return {
+            "videos": [entry.__dict__ for entry in self.entries],
+            "total": self.total,
+            "total_capped": self.total_capped,
+            "next": f"/api/videos?{self.next_query}" if self.next_query else None,
+        }
 
 
-def video_entry(storage: VideoStorage, key: str) -> GalleryEntry | None:
-    """One video's gallery entry; None when storage holds nothing of it."""
-    reason = storage.rejection_reason(key)
-    manifest = None if reason is not None else storage.manifest(key)
-    if manifest is not None:
-        source = manifest["source"]
-        thumbnail = _smallest_thumbnail(key, manifest)
-        return GalleryEntry(key, source["name"], "ready", duration=source["duration"], thumbnail=thumbnail)
-    stored = storage.stored_original(key)
-    if stored is None and reason is None:
-        return None
-    name = stored.name if stored else key
-    return (
-        GalleryEntry(key, name, "rejected", reason=reason)
-        if reason is not None
-        else GalleryEntry(key, name, "processing")
+def gallery_page(catalog: Catalog, query: Mapping[str, str]) -> GalleryPage:
+    """The page ``query`` asks for (``state``, ``q``, ``after``, ``limit``), newest first, from the catalog."""
+    state = query.get("state") or None
+    search = query.get("q", "").strip()
+    limit = int(query["limit"]) if query.get("limit", "").isdigit() else PAGE_SIZE
+    try:
+        found = catalog.page(state=state, search=search, after=query.get("after") or None, limit=limit)
+    except ValueError as err:
+        raise HTTPException(400, str(err)) from None
+    filters = {name: value for name, value in (("state", state), ("q", search)) if value}
+    return GalleryPage(
+        entries=[GalleryEntry.of(video) for video in found.videos],
+        total=found.total,
+        total_capped=found.total_capped,
+        state=state,
+        search=search,
+        next_query=urlencode({**filters, "after": found.next_cursor}) if found.next_cursor else None,
     )
-
-
-def _smallest_thumbnail(key: str, manifest: dict) -> str | None:
-    jpegs = [t for t in manifest["thumbnails"] if t["format"] == "jpeg"]
-    return media_url(key, min(jpegs, key=lambda t: t["width"])["path"]) if jpegs else None
 
 
 def media_url(key: str, file: str) -> str:
     return f"/media/{key}/{file}"
 
 
-def build_app(storage: VideoStorage, player_library: Path) -> Starlette:
+def build_app(storage: VideoStorage, catalog: Catalog, player_library: Path) -> Starlette:
     templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape())
 
     def page(template: str, status_code: int = 200, **values: object) -> HTMLResponse:
         return HTMLResponse(templates.get_template(template).render(**values), status_code=status_code)
 
     async def gallery(request: Request) -> HTMLResponse:
-        return page("gallery.html", entries=gallery_entries(storage))
+        return page("gallery.html", gallery=gallery_page(catalog, request.query_params), states=STATES)
 
     async def videos(request: Request) -> JSONResponse:
-        return JSONResponse([entry.__dict__ for entry in gallery_entries(storage)])
+        return JSONResponse(gallery_page(catalog, request.query_params).as_json())
 
     async def player(request: Request) -> HTMLResponse:
         key = request.path_params["key"]
         manifest = _manifest_of(storage, key)
         if manifest is None:
-            entry = video_entry(storage, key)
-            if entry is None:
+            video = catalog.video(key)
+            if video is None:
                 raise HTTPException(404, "no such video")
-            return page("waiting.html", entry=entry)
+            return page("waiting.html", entry=GalleryEntry.of(video))
         streams = manifest.get("streams") or {}
         storyboard = manifest.get("storyboard")
         thumbnails = sorted(manifest["thumbnails"], key=lambda t: -t["width"])

@@ -14,6 +14,7 @@ from vidpipe.defs.partitions import upload_tags
 from vidpipe.defs.step_preload import instance_class_modules
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
+from vidpipe_tests.harness import catalog_beside
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def storage(tmp_path_factory, clips):
     root = tmp_path_factory.mktemp("storage")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDPIPE_STORAGE", str(root))
+        patch.setenv("VIDPIPE_CATALOG", catalog_beside(root).url)
         patch.setenv("VIDPIPE_INBOX", str(clips))
         patch.setenv("VIDPIPE_RUN_LOG", str(root / "logs" / "runs.log"))
         yield root

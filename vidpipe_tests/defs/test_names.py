@@ -53,8 +53,15 @@ def test_a_hostile_name_is_processed_inside_the_storage_root(tmp_path, tiny_clip
         pipeline = Pipeline(instance, root)
         key = pipeline.add(upload)
         assert pipeline.materialize(key, upload=upload).success
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != upload and tiny_clip != p]
+    catalog = tmp_path / "storage.catalog.sqlite"  # the catalog file and its write-ahead log, by name
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p not in (upload, tiny_clip) and p.parent != tmp_path]
     assert written and all(root in p.parents for p in written)
+    assert {p.name for p in tmp_path.iterdir() if p.is_file()} <= {
+        upload.name,
+        catalog.name,
+        f"{catalog.name}-wal",
+        f"{catalog.name}-shm",
+    }
     record = json.loads((root / key / "source.json").read_text())
     assert record["name"] == "new\\nline -rf $(id) '..'.mp4" and resolve_upload(tmp_path, record["name_ref"]) == upload
     assert json.loads((root / key / "manifest.json").read_text())["source"]["name"] == record["name"]

@@ -21,7 +21,7 @@ from vidpipe.media.errors import UnknownVideoError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.keys import partition_key
 from vidpipe_tests import corpus
-from vidpipe_tests.harness import REPO_ROOT, Pipeline, SensorHarness, evaluate_failed_video_runs
+from vidpipe_tests.harness import REPO_ROOT, Pipeline, SensorHarness, catalog_beside, evaluate_failed_video_runs
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 
@@ -53,11 +53,11 @@ def test_a_refused_upload_leaves_the_graph_stays_refused_and_can_be_restored_or_
         restore_partitions(instance, storage, [key])
         assert sorted(instance.get_dynamic_partitions("videos")) == sorted([good, key])
         with pytest.raises(UnknownVideoError, match=f"not a refused upload: {good}"):
-            forget_rejected(instance, storage, [good])
+            forget_rejected(instance, storage, pipeline.resources["catalog"].catalog(), [good])
         # The UI's way: the forget_rejected_uploads job, launched with the keys as its config.
         forgotten = forget_rejected_uploads.execute_in_process(
             run_config={"ops": {"forget_uploads": {"config": {"videos": [key]}}}},
-            resources={"storage": storage},
+            resources={"storage": storage, "catalog": pipeline.resources["catalog"]},
             instance=instance,
         )
         assert forgotten.success
@@ -80,7 +80,7 @@ def test_the_commands_list_rerun_and_forget_refused_uploads(tmp_path, monkeypatc
     home.mkdir()
     (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    env = {**os.environ, "VIDPIPE_STORAGE": str(storage)}
+    env = {**os.environ, "VIDPIPE_STORAGE": str(storage), "VIDPIPE_CATALOG": catalog_beside(storage).url}
     assert vidpipe("process", str(corpus.zero_bytes(tmp_path)), "--out", str(storage), env=env).returncode == 1
     assert vidpipe("process", str(corpus.text_as_mov(tmp_path)), "--out", str(storage), env=env).returncode == 1
 

@@ -116,12 +116,7 @@ def test_a_run_reads_only_the_named_object_of_the_inbox(s3_server, prefix, tmp_p
 def test_the_same_content_under_two_names_is_one_video(s3_server, prefix, tmp_path, landscape_clip):
     with dg.instance_for_test() as instance:
         harness = SensorHarness(instance, tmp_path / "unused-inbox", settle_seconds=0)
-        harness.resources = {
-            "inbox": s3_inbox(s3_server, prefix, tmp_path, settle_seconds=0),
-            "storage": S3VideoStorage(
-                s3=s3_resource(s3_server), bucket=BUCKET, prefix=f"out-{prefix}", scratch=str(tmp_path / "scratch")
-            ),
-        }
+        harness.resources["inbox"] = s3_inbox(s3_server, prefix, tmp_path, settle_seconds=0)
         put(s3_server, prefix, "first.mp4", landscape_clip.read_bytes())
         put(s3_server, prefix, "second copy.mp4", landscape_clip.read_bytes())
         requests = harness.tick().run_requests
@@ -162,10 +157,10 @@ def test_a_video_dropped_in_the_s3_inbox_ends_as_a_complete_manifest_in_the_buck
     put(s3_server, prefix, phone_clip.name, phone_clip.read_bytes())
     with dg.instance_for_test() as instance:
         harness = SensorHarness(instance, tmp_path / "unused-inbox", settle_seconds=0)
-        harness.resources = {"inbox": inbox, "storage": storage}
+        harness.resources["inbox"] = inbox
         [request] = harness.tick().run_requests
         pipeline = Pipeline(instance, tmp_path / "unused-storage")
-        pipeline.resources["storage"] = storage
+        pipeline.resources |= {"storage": storage, "catalog": harness.resources["catalog"]}
         result = pipeline.materialize(request.partition_key, inbox=inbox, tags=request.tags)
     assert result.success
     key = request.partition_key

@@ -8,8 +8,10 @@ import time
 import dagster as dg
 import pytest
 
+from vidpipe.defs.catalog import refused
 from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, VIDEOS
+from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.inbox import resolve_upload
 from vidpipe.media.errors import InvalidMediaError
 from vidpipe.media.files import sha256_file
@@ -85,14 +87,18 @@ def test_an_upload_that_settles_during_a_tick_is_taken_in_that_tick(instance, in
     assert request.run_key.startswith(sha256_file(landscape_clip))
 
 
-def test_small_uploads_run_in_one_process_and_larger_ones_a_process_per_step(instance, inbox, landscape_clip):
+def test_small_uploads_run_in_one_process_and_larger_ones_a_process_per_step(instance, inbox, tmp_path, landscape_clip):
     size = landscape_clip.stat().st_size
     copy_in(landscape_clip, inbox, "clip.mp4")
     [small] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size + 1).tick().run_requests
     assert small.run_config == executor_run_config(in_one_process=True)
-    instance.delete_dynamic_partition(VIDEOS, small.partition_key)
-    [large] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size).tick().run_requests
-    assert large.run_config == executor_run_config(in_one_process=False)
+    elsewhere = tmp_path / "elsewhere" / "inbox"  # another deployment, which has not seen the upload
+    elsewhere.mkdir(parents=True)
+    copy_in(landscape_clip, elsewhere, "clip.mp4")
+    with dg.instance_for_test() as fresh:
+        harness = SensorHarness(fresh, elsewhere, settle_seconds=0, one_process_below_bytes=size)
+        [large] = harness.tick().run_requests
+        assert large.run_config == executor_run_config(in_one_process=False)
 
 
 def test_the_same_bytes_uploaded_twice_are_processed_once(instance, inbox, landscape_clip):
@@ -169,8 +175,9 @@ def test_a_refused_video_is_not_run_again_when_uploaded_again(instance, inbox, l
     harness = SensorHarness(instance, inbox, settle_seconds=0)
     copy_in(landscape_clip, inbox, "clip.mp4")
     [first] = harness.tick().run_requests
-    storage = harness.resources["storage"]
-    storage.record_rejection(first.partition_key, InvalidMediaError("not a video: the file is text"))
+    storage = LocalVideoStorage(root=str(inbox.parent / "storage"))
+    error = InvalidMediaError("not a video: the file is text")
+    refused(harness.resources["catalog"].catalog(), storage, first.partition_key, error)
     instance.report_run_failed(instance.get_runs()[0], "refused")
     copy_in(landscape_clip, inbox, "clip again.mp4")
     assert harness.tick().run_requests == []

@@ -111,10 +111,9 @@ def test_records_rejections_and_forgetting(storage, tmp_path):
     storage.record_rejection(other, InvalidMediaError("not a video: the file is empty"))
     assert storage.rejection_reason(key) == "not a video: the file is text"
     assert [(r["video"], r["original"]) for r in storage.rejections()] == sorted([(key, "source.mp4"), (other, None)])
-    assert storage.rejected_video(key.rsplit("-", 1)[1]) == key
-    assert storage.rejected_video("0" * 12) is None
+    assert storage.rejection(key)["reason"] == "not a video: the file is text" and storage.rejection("x-" + key) is None
     storage.clear_rejection(key)
-    assert storage.rejection_reason(key) is None and storage.rejected_video(key.rsplit("-", 1)[1]) is None
+    assert storage.rejection_reason(key) is None and [r["video"] for r in storage.rejections()] == [other]
     storage.forget(key)
     assert storage.stored_original(key) is None and storage.rendition_records(key) == {}
     assert storage.rejection_reason(other) is not None, "forgetting one video leaves the others"
