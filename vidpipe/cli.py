@@ -356,8 +356,10 @@ def list_videos(*, state: str | None, search: str, limit: int, after: str | None
         videos = [{**video.row(), "created_at": video.created_at.isoformat(), "updated_at": video.updated_at.isoformat()}
                   for video in page.videos]  # fmt: skip
         return json.dumps({"videos": videos, "total": page.total, "next": page.next_cursor}, indent=2) + "\n"
+    width = max((len(v.key) for v in page.videos), default=0)
     lines = [
-        f"{v.key}  {v.state:10}  {v.created_at:%Y-%m-%d %H:%M}  {v.name}" + (f": {v.reason}" if v.reason else "")
+        f"{v.key:{width}}  {v.state:10}  {v.created_at:%Y-%m-%d %H:%M}  {v.name}"
+        + (f": {v.reason}" if v.reason else "")
         for v in page.videos
     ]
     total = f"{page.total}{'+' if page.total_capped else ''}"

@@ -95,12 +95,13 @@ def gallery_page(catalog: Catalog, query: Mapping[str, str]) -> GalleryPage:
     """The page ``query`` asks for (``state``, ``q``, ``after``, ``limit``), newest first, from the catalog."""
     state = query.get("state") or None
     search = query.get("q", "").strip()
-    limit = int(query["limit"]) if query.get("limit", "").isdigit() else PAGE_SIZE
+    asked = query.get("limit", "")
+    limit = int(asked) if asked.isdigit() else PAGE_SIZE
     try:
         found = catalog.page(state=state, search=search, after=query.get("after") or None, limit=limit)
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
-    filters = {name: value for name, value in (("state", state), ("q", search)) if value}
+    filters = {name: value for name, value in (("state", state), ("q", search), ("limit", asked)) if value}
     return GalleryPage(
         entries=[GalleryEntry.of(video) for video in found.videos],
         total=found.total,
