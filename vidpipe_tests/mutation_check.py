@@ -93,7 +93,7 @@ MUTATIONS = {
         ["vidpipe_tests/defs/test_s3_inbox.py", "-k", "multipart"],
     ),
     "s3_publishes_on_failure": (
-        "vidpipe/defs/storage.py", "            yield local\n            for path", "            try:\n                yield local\n            finally:\n              for path",
+        "vidpipe/defs/storage/s3.py", "            yield local\n            for path", "            try:\n                yield local\n            finally:\n              for path",
         ["vidpipe_tests/defs/test_storage.py", "-k", "appear_only"],
     ),
     "rejected_partition_kept": (

@@ -54,7 +54,11 @@ def test_search_and_state_filters_keep_to_every_page(gallery):
     beach = json.loads(get(base + "/api/videos?q=beach&limit=20"))
     assert beach["total"] == 50 and len(beach["videos"]) == 20
     rest = json.loads(get(base + beach["next"]))
-    assert len(rest["videos"]) == 20 and "q=beach" in beach["next"] and all("Beach" in v["name"] for v in beach["videos"] + rest["videos"])
+    assert (
+        len(rest["videos"]) == 20
+        and "q=beach" in beach["next"]
+        and all("Beach" in v["name"] for v in beach["videos"] + rest["videos"])
+    )
     refused = json.loads(get(base + "/api/videos?state=rejected"))
     assert refused["total"] == 50 and {v["state"] for v in refused["videos"]} == {"rejected"}
     assert all(v["reason"] == "not a video" and v["thumbnail"] is None for v in refused["videos"])

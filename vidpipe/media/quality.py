@@ -11,7 +11,7 @@ whole: measuring stays a small share of the encode (benchmark S9); the benchmark
 compare every frame of the whole video beside it.
 
 ``SSIM_FLOOR`` is the one quality floor: a rung under it fails its check (the video is still
-published, flagged; see ``defs/assets.py``'s ``quality``).
+published, flagged; see ``defs/assets/publish.py``'s ``quality``).
 """
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 
 from vidpipe.definitions import build_assets
-from vidpipe.defs.assets import side_by_side
 from vidpipe.defs.dagster_internals import StaleStatus, get_stale_status_resolver
 from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.media.errors import ToolFailedError
 from vidpipe.media.files import sha256_file
 from vidpipe.media.ladder import DEFAULT_LADDER
 from vidpipe.media.manifest import manifest_problems
+from vidpipe.threads import side_by_side
 from vidpipe_tests.clips import decode_frame, ssim, stream
 from vidpipe_tests.harness import Pipeline, step_failures
 

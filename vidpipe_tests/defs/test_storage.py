@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import deployment_resources
-from vidpipe.defs.assets import first_frame_of, side_by_side
+from vidpipe.defs.assets.thumbnail import first_frame_of
 from vidpipe.defs.resources import FFmpegResource
 from vidpipe.defs.storage import (
     LocalVideoStorage,
@@ -27,6 +27,7 @@ from vidpipe.media.keys import partition_key
 from vidpipe.media.manifest import SourceVideo
 from vidpipe.media.probe import probe
 from vidpipe.media.thumbnail import read_first_frame
+from vidpipe.threads import side_by_side
 from vidpipe_tests.harness import BUCKET, Pipeline, s3_resource, stream_files
 
 

@@ -1,23 +1,14 @@
-"""Where originals, outputs and records live: one interface, a local and an S3 implementation.
-
-A video's files sit under its key (``media.manifest``'s layout): ``source.<ext>``, the
-records ``source.json``, ``encode.json`` and ``rejection.json`` and the values steps hand on,
-``steps/…`` (private), ``renditions/…``,
-``thumbnails/…`` and ``manifest.json`` (public). Assets only use ``VideoStorage``'s public
-methods, and hand each other keys and names, never local paths: the next step may run on
-another machine. Steps work on local files: ``fetch`` gives a local copy to read, and
-``publishing`` a local folder whose files are published when the block ends without an
-error, never before and never in part.
+"""The storage interface, ``VideoStorage``, and what every storage shares: the layout of a video's folder,
+the records written on the storage operations, which files are public, and scratch folders.
 
 Each implementation provides the storage operations (``store_original``, ``fetch``,
-``publishing``, ``location``, ``record_failed_run`` and the small ``_read``, ``_write``,
+``publishing``, ``location``, ``delivery``, ``record_failed_run`` and the small ``_read``, ``_write``,
 ``_size``, ``_remove`` and ``_videos_with``); the records are written on top of those, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import re
@@ -33,20 +24,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import dagster as dg
-from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
-from vidpipe.media.errors import InvalidVideoKeyError, UploadError, VidpipeError
+from vidpipe.media.errors import InvalidVideoKeyError, VidpipeError
 from vidpipe.media.files import (
-    copy_atomically_with_sha256,
     process_alive,
-    publication_order,
-    remove_orphaned_temporaries,
-    sha256_file,
-    write_atomically,
 )
-from vidpipe.media.keys import content_hash_of, is_partition_key
+from vidpipe.media.keys import is_partition_key
 from vidpipe.media.manifest import MANIFEST_FILE, RENDITIONS_FOLDER, STORYBOARD_FOLDER, STREAM_FOLDER, THUMBNAILS_FOLDER
 from vidpipe.media.packaging import DASH_MIME_TYPE, HLS_MIME_TYPE, SEGMENT_MIME_TYPE
 from vidpipe.media.storyboard import VTT_MIME_TYPE
@@ -74,11 +57,6 @@ CONTENT_TYPES = {
 
 def content_type(name: str) -> str:
     return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
-
-
-def is_missing(err: ClientError) -> bool:
-    """Whether an S3 request failed because there is no such object (GET says NoSuchKey, HEAD only 404)."""
-    return err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
 @contextmanager
@@ -130,16 +108,8 @@ def sweep_scratch(scratch: Path) -> list[Path]:
     return swept
 
 
-@contextmanager
-def downloaded(client: Any, bucket: str, key: str, scratch: str, name: str) -> Iterator[Path]:
-    """Object ``key`` streamed into a scratch folder as ``name``, for the block's duration."""
-    with scratch_folder(scratch, "fetch") as folder:
-        local = folder / name
-        client.download_file(bucket, key, str(local))
-        yield local
-
-
-def _now() -> str:
+def utc_timestamp() -> str:
+    """Now, for records: ISO 8601 in UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -271,7 +241,7 @@ class VideoStorage(dg.ConfigurableResource):
             "error": type(error).__name__,
             "original": stored.file if stored else None,
             "original_name": stored.name if stored else None,
-            "rejected_at": _now(),
+            "rejected_at": utc_timestamp(),
             "ffmpeg_stderr_tail": error.stderr_tail,
         }
         self._write_json(self.path(key, REJECTION_FILE), record)
@@ -338,7 +308,10 @@ class VideoStorage(dg.ConfigurableResource):
     def record_renditions(self, key: str, records: dict[str, dict]) -> None:
         """Keep, per rung, how ``key``'s rendition was made (the exact ffmpeg command, what decoding met)
         next to its original (private, never published); rungs not named keep their earlier record."""
-        merged = {**self.rendition_records(key), **{name: {"encoded_at": _now(), **r} for name, r in records.items()}}
+        merged = {
+            **self.rendition_records(key),
+            **{name: {"encoded_at": utc_timestamp(), **r} for name, r in records.items()},
+        }
         self._write_json(self.path(key, ENCODE_RECORD_FILE), {"video": key, "renditions": merged})
 
     def rendition_records(self, key: str) -> dict[str, dict]:
@@ -355,7 +328,9 @@ class VideoStorage(dg.ConfigurableResource):
         return self._read(self.path(key, f"{STEP_VALUES_FOLDER}/{name}.pickle"))
 
     def _source_record(self, key: str, file: str, name: str, name_ref: str, sha256: str, size: int) -> StoredOriginal:
-        stored = StoredOriginal(file=file, name=name, name_ref=name_ref, sha256=sha256, size=size, stored_at=_now())
+        stored = StoredOriginal(
+            file=file, name=name, name_ref=name_ref, sha256=sha256, size=size, stored_at=utc_timestamp()
+        )
         self._write_json(self.path(key, SOURCE_RECORD_FILE), dataclasses.asdict(stored))
         return stored
 
@@ -379,235 +354,3 @@ def is_published(file: str) -> bool:
 def original_file_name(name: str) -> str:
     """``source.<extension of the upload's name>``, the extension reduced to a few safe characters."""
     return "source." + (re.sub(r"[^a-z0-9]", "", Path(name).suffix.lower())[:8] or "bin")
-
-
-class LocalVideoStorage(VideoStorage):
-    """Everything under one folder: ``<root>/<video>/{source.*,renditions/,thumbnails/,manifest.json}``.
-
-    Steps read and write these files in place: ``fetch`` gives the stored file itself, and
-    ``publishing`` the output folder, where ffmpeg's and Pillow's writers publish each file
-    by an atomic rename once it is complete.
-    """
-
-    root: str
-
-    def video_dir(self, key: str) -> Path:
-        return Path(self.root) / self.path(key)
-
-    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
-        file = original_file_name(name)
-        target = self.video_dir(key) / file
-        sha256 = copy_atomically_with_sha256(upload, target, expected_sha256_prefix=content_hash_of(key))
-        return self._source_record(key, file, name, name_ref, sha256, target.stat().st_size)
-
-    @contextmanager
-    def fetch(self, key: str, file: str) -> Iterator[Path]:
-        path = self.video_dir(key) / file
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "not in storage", str(path))
-        yield path
-
-    @contextmanager
-    def publishing(self, key: str, folder: str) -> Iterator[Path]:
-        """The output folder itself; temporary files left by a killed writer are cleared first."""
-        directory = self.video_dir(key) / folder
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_orphaned_temporaries(directory)
-        yield directory
-
-    def location(self, key: str, file: str = "") -> str:
-        return str(Path(self.root) / self.path(key, file))
-
-    def delivery(self, key: str, file: str, expires_seconds: int) -> Path | str | None:
-        path = Path(self.root) / self.path(key, file)
-        return path if is_published(file) and path.is_file() else None
-
-    def record_failed_run(self, entry: dict) -> None:
-        """One JSON object per line in ``<root>/failed_runs.jsonl``; appends of one line are atomic."""
-        root = Path(self.root)
-        root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"failed_at": _now(), **entry}, sort_keys=True) + "\n"
-        with open(root / FAILED_RUNS_FILE, "a", encoding="utf-8") as log:
-            log.write(line)
-
-    def _read(self, path: str) -> bytes | None:
-        try:
-            return (Path(self.root) / path).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def _write(self, path: str, data: bytes) -> None:
-        target = Path(self.root) / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, data)
-
-    def _size(self, path: str) -> int | None:
-        try:
-            return (Path(self.root) / path).stat().st_size
-        except FileNotFoundError:
-            return None
-
-    def _remove(self, path: str) -> None:
-        target = Path(self.root) / path
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
-
-    def _videos_with(self, file: str) -> list[str]:
-        return sorted(path.parent.name for path in Path(self.root).glob(f"*/{file}"))
-
-
-class S3VideoStorage(VideoStorage):
-    """Everything in one bucket, under ``prefix``: ``<prefix><video>/{source.*,renditions/…,…}``.
-
-    Credentials come from the environment (``AWS_ACCESS_KEY_ID``, an instance role, …), never
-    from config; ``s3.endpoint_url`` points at any S3-compatible server (R2, B2, SeaweedFS, MinIO).
-    Steps work in ``scratch``, a local folder of this machine's own: ``fetch`` downloads there
-    and ``publishing`` uploads from there once the block has succeeded; both remove what they
-    put there, also after a failure. Each object appears only when its upload is complete
-    (S3 makes a single or multipart upload visible at once), under its final key.
-    """
-
-    s3: S3Resource
-    bucket: str
-    prefix: str = ""
-    scratch: str
-    """A local folder for downloads and outputs in the making; no other machine reads it."""
-    _boto_client: Any = PrivateAttr(default=None)
-
-    def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
-        sha256 = sha256_file(upload)
-        if not sha256.startswith(content_hash_of(key)):
-            raise UploadError(f"the upload changed after it was seen: its content no longer matches {key}")
-        file = original_file_name(name)
-        self._upload(upload, self.path(key, file))
-        return self._source_record(key, file, name, name_ref, sha256, upload.stat().st_size)
-
-    @contextmanager
-    def fetch(self, key: str, file: str) -> Iterator[Path]:
-        with downloaded(
-            self._client(), self.bucket, self._object(self.path(key, file)), self.scratch, Path(file).name
-        ) as local:
-            yield local
-
-    @contextmanager
-    def fetch_ends(self, key: str, file: str, head: int, tail: int) -> Iterator[PartialCopy]:
-        """Two ranged reads into a sparse file of the object's size (holes take no disk), or the whole object
-        when it is no longer than ``head`` + ``tail``."""
-        client, name = self._client(), self._object(self.path(key, file))
-        size = client.head_object(Bucket=self.bucket, Key=name)["ContentLength"]
-        if size <= head + tail:
-            with self.fetch(key, file) as whole:
-                yield PartialCopy(whole, (range(0, size),))
-            return
-        held = (range(0, head), range(size - tail, size))
-        with scratch_folder(self.scratch, "fetch") as folder:
-            local = folder / Path(file).name
-            with open(local, "wb") as out:
-                out.truncate(size)
-                for part in held:
-                    body = client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={part.start}-{part.stop - 1}")
-                    out.seek(part.start)
-                    shutil.copyfileobj(body["Body"], out, 1 << 20)
-            yield PartialCopy(local, held)
-
-    @contextmanager
-    def publishing(self, key: str, folder: str) -> Iterator[Path]:
-        """Upload what the block left in its folder (subfolders too), each file under its final key, in
-        ``publication_order`` (indexes after what they list); nothing on an error. Hidden files
-        (temporaries) stay behind.
-
-        Multipart uploads under the folder that a killed worker left unfinished are aborted first
-        (one step at a time publishes a video's folder)."""
-        target = self.path(key, folder)
-        self._abort_unfinished_uploads(target + "/")
-        with scratch_folder(self.scratch, "publish") as local:
-            yield local
-            files = [path for path in local.rglob("*") if path.is_file() and not path.name.startswith(".")]
-            for path in publication_order(files, local):
-                self._upload(path, f"{target}/{path.relative_to(local).as_posix()}")
-
-    def location(self, key: str, file: str = "") -> str:
-        return f"s3://{self.bucket}/{self._object(self.path(key, file))}"
-
-    def delivery(self, key: str, file: str, expires_seconds: int) -> Path | str | None:
-        if not is_published(file):
-            return None
-        params = {"Bucket": self.bucket, "Key": self._object(self.path(key, file))}
-        return self._client().generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
-
-    def record_failed_run(self, entry: dict) -> None:
-        """One object per failed run: ``<prefix>failed_runs/<time>-<run id>.json`` (objects cannot be appended to)."""
-        now = datetime.now(timezone.utc)
-        record = {"failed_at": now.isoformat(timespec="seconds"), **entry}
-        stamp = now.strftime("%Y%m%dT%H%M%S")
-        self._write(
-            f"failed_runs/{stamp}-{entry.get('run_id', 'run')}.json", json.dumps(record, sort_keys=True).encode()
-        )
-
-    def _client(self) -> Any:
-        """One boto3 client per storage (thread-safe; making one costs tens of milliseconds)."""
-        if self._boto_client is None:
-            self._boto_client = self.s3.get_client()
-        return self._boto_client
-
-    def _object(self, path: str) -> str:
-        return f"{self.prefix}{path}"
-
-    def _upload(self, local: Path, path: str) -> None:
-        """A streamed upload (multipart for large files, aborted by boto3 if it fails)."""
-        self._client().upload_file(
-            str(local), self.bucket, self._object(path), ExtraArgs={"ContentType": content_type(local.name)}
-        )
-
-    def _abort_unfinished_uploads(self, path_prefix: str) -> None:
-        client = self._client()
-        listing = client.list_multipart_uploads(Bucket=self.bucket, Prefix=self._object(path_prefix))
-        for upload in listing.get("Uploads", []):
-            client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-
-    def _read(self, path: str) -> bytes | None:
-        client = self._client()
-        try:
-            return client.get_object(Bucket=self.bucket, Key=self._object(path))["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return None
-
-    def _write(self, path: str, data: bytes) -> None:
-        self._client().put_object(Bucket=self.bucket, Key=self._object(path), Body=data, ContentType=content_type(path))
-
-    def _size(self, path: str) -> int | None:
-        client = self._client()
-        try:
-            return client.head_object(Bucket=self.bucket, Key=self._object(path))["ContentLength"]
-        except ClientError as err:
-            if is_missing(err):
-                return None
-            raise
-
-    def _remove(self, path: str) -> None:
-        client = self._client()
-        keys = [self._object(path)]
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._object(path + "/")
-        ):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [{"Key": key} for key in keys[start : start + 1000]]
-            client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-
-    def _videos_with(self, file: str) -> list[str]:
-        """One listing of the videos' folders (not of their files), then one HEAD per video."""
-        videos = []
-        pages = (
-            self._client()
-            .get_paginator("list_objects_v2")
-            .paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-        )
-        for page in pages:
-            for folder in page.get("CommonPrefixes", []):
-                video = folder["Prefix"][len(self.prefix) :].rstrip("/")
-                if is_partition_key(video):
-                    videos.append(video)
-        return sorted(video for video in videos if self._size(self.path(video, file)) is not None)
