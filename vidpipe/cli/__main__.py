@@ -1,0 +1,5 @@
+import sys
+
+from vidpipe.cli import main
+
+sys.exit(main())
