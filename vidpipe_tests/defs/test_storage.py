@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from vidpipe.definitions import deployment_resources
-from vidpipe.defs.assets.thumbnail import first_frame_of
+from vidpipe.defs.assets.thumbnails import first_frame_of
 from vidpipe.defs.resources import FFmpegResource
 from vidpipe.defs.storage import (
     LocalVideoStorage,
