@@ -171,6 +171,13 @@ def test_the_gallery_lists_ready_videos_with_thumbnails_and_refused_ones_with_wh
     assert rejected.get_attribute("data-state") == "rejected"
     assert rejected.locator(".name").inner_text() == "notes.mp4"
     assert rejected.locator(".reason").inner_text() == "not a video: the file is text"
+    assert page.locator(".total").inner_text() == "2 videos"
+    # searching by a word of the name, as a person types it into the form
+    page.fill('input[name="q"]', "beach")
+    page.click('button[type="submit"]')
+    page.wait_for_url("**/?q=beach*")
+    assert page.locator("li.video").evaluate_all("items => items.map(item => item.dataset.key)") == [key]
+    assert page.locator(".total").inner_text() == "1 video"
     # a refused upload's page says why; an unknown video is not found
     page.goto(f"{url}/videos/{refused}")
     assert page.locator(".reason").inner_text() == "This upload was refused: not a video: the file is text"
