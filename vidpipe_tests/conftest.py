@@ -25,6 +25,7 @@ LONGEST_FIRST = (
     "test_corpus_report.py",
     "test_recovery.py",
     "test_rejections.py",
+    "test_sensor_scale.py",
     "test_end_to_end_names.py",
     "test_end_to_end.py",
 )

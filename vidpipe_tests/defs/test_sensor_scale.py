@@ -90,7 +90,7 @@ def prefix(request):
     return f"scale-{os.getpid()}-{request.node.name[-12:]}/"
 
 
-def test_on_s3_a_new_upload_costs_the_same_requests_beside_1000_and_2500_stored_videos(
+def test_on_s3_a_new_upload_costs_the_same_requests_beside_1000_and_20000_stored_videos(
     s3_server, prefix, tmp_path, landscape_clip
 ):
     """Stored videos are one folder each (a ``source.json``), which is what a listing of folders pays for:
@@ -108,7 +108,7 @@ def test_on_s3_a_new_upload_costs_the_same_requests_beside_1000_and_2500_stored_
         harness = SensorHarness(instance, tmp_path / "unused-inbox", settle_seconds=0)
         harness.resources["inbox"] = inbox
         stored = 0
-        for size in (1000, 2500):
+        for size in (1000, 20_000):
             list(pool.map(store, range(stored, size)))
             stored = size
             put(s3_server, prefix, f"new {size}.mp4", landscape_clip.read_bytes() + str(size).encode())
@@ -116,7 +116,8 @@ def test_on_s3_a_new_upload_costs_the_same_requests_beside_1000_and_2500_stored_
                 [request] = harness.tick().run_requests
             counts[size] = requests
     folders = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=storage_prefix, Delimiter="/")
-    assert sum(len(page.get("CommonPrefixes", [])) for page in folders) == 2500  # what the sensor listed before
-    assert counts[1000] == counts[2500]
-    assert "HeadObject" not in counts[2500] and counts[2500].count("ListObjectsV2") == 1, counts[2500]
-    assert request.partition_key.startswith("new-2500-")
+    # what the sensor listed before, at a request per 1,000 folders
+    assert sum(len(page.get("CommonPrefixes", [])) for page in folders) == 20_000
+    assert counts[1000] == counts[20_000]
+    assert "HeadObject" not in counts[20_000] and counts[20_000].count("ListObjectsV2") == 1, counts[20_000]
+    assert request.partition_key.startswith("new-20000-")
