@@ -59,6 +59,11 @@ class Cluster:
     def manifest(self, key: str) -> dict:
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key=f"videos/{key}/manifest.json")["Body"].read())
 
+    def complete(self) -> list[str]:
+        """The keys of the videos whose manifest says they are complete (not only playable)."""
+        keys = [name.split("/")[1] for name in self.stored("/manifest.json")]
+        return [key for key in keys if self.manifest(key).get("state") == "complete"]
+
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         wait_until(condition, timeout, what, on_poll=lambda: self.process.poll() is None or pytest.fail("it stopped"))
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -440,8 +441,9 @@ def s3_resource(server) -> S3Resource:
 
 
 def stream_files(manifest: dict, read: Callable[[str], str]) -> list[str]:
-    """Every file of a manifest's stream: the master and the DASH manifest, and each media playlist with the
-    init segment and segments it lists (paths relative to the video's folder)."""
+    """Every file of a manifest's stream: the master and the DASH manifest, each media playlist with the
+    init segment and segments it lists, and each init segment and segment the DASH manifest's templates
+    and timelines name (paths relative to the video's folder)."""
     streams = manifest["streams"]
     files = [streams["hls"]["path"], streams["dash"]["path"]]
     master = read(streams["hls"]["path"])
@@ -454,4 +456,74 @@ def stream_files(manifest: dict, read: Callable[[str], str]) -> list[str]:
         text = read(f"{folder}/{playlist}")
         names = [line for line in text.splitlines() if line and not line.startswith("#")]
         files += [f"{base}/{name}" for name in [*re.findall(r'URI="([^"]+)"', text), *names]]
+    mpd = read(streams["dash"]["path"])
+    for template in re.finditer(r'<SegmentTemplate[^>]*initialization="([^"]+)" media="([^"]+)" '
+                                r'startNumber="(\d+)">(.*?)</SegmentTemplate>', mpd, re.S):  # fmt: skip
+        init, media, start, timeline = template.groups()
+        count = sum(1 + int(repeat or 0) for repeat in re.findall(r'<S [^>]*?(?:r="(\d+)")?\s*/>', timeline))
+        files.append(f"{folder}/{init}")
+        files += [f"{folder}/{media.replace('$Number$', str(n))}" for n in range(int(start), int(start) + count)]
+    return list(dict.fromkeys(files))
+
+
+def listed_files(manifest: dict, read: Callable[[str], str]) -> list[str]:
+    """Every file ``manifest`` lists, directly or through its stream's indexes and its storyboard."""
+    files = [entry["path"] for entry in (*manifest["renditions"], *manifest["thumbnails"])]
+    if manifest.get("streams"):
+        files += stream_files(manifest, read)
+    if manifest.get("storyboard"):
+        files += [manifest["storyboard"]["vtt"], *manifest["storyboard"]["images"]]
     return files
+
+
+@dataclass
+class Watched:
+    """What ``watching_publication`` saw: each manifest state in order ("withdrawn" once it is gone), and each file
+    listed when it was missing."""
+
+    states: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    looks: int = 0
+
+
+@contextmanager
+def watching_publication(storage, key: str, every: float = 0.02) -> Iterator[Watched]:
+    """Watch ``key``'s published files in ``storage`` (any ``VideoStorage``) from a thread while the block runs,
+    as a player would read them: the manifest, then every file it lists (through the stream's master, media
+    playlists and DASH manifest, read after the manifest). Each change of the manifest's state is recorded,
+    and each listed file that does not exist when looked for."""
+    watched, done = Watched(), threading.Event()
+
+    def read(path: str) -> str:
+        data = storage.published_file(key, path)
+        if data is None:
+            watched.missing.append(path)
+            return ""
+        return data.decode()
+
+    def look() -> None:
+        manifest = storage.manifest(key)
+        if manifest is None:
+            if watched.states and watched.states[-1] != "withdrawn":
+                watched.states.append("withdrawn")
+            return
+        state = manifest.get("state", "complete")
+        if not watched.states or watched.states[-1] != state:
+            watched.states.append(state)
+        for path in listed_files(manifest, read):
+            if storage.stored_size(key, path) is None:
+                watched.missing.append(path)
+        watched.looks += 1
+
+    def loop() -> None:
+        while not done.wait(every):
+            look()
+
+    thread = threading.Thread(target=loop, name="publication-watch")
+    thread.start()
+    try:
+        yield watched
+    finally:
+        done.set()
+        thread.join()
+    look()

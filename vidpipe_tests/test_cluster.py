@@ -81,7 +81,7 @@ def test_uploads_to_the_s3_inbox_are_processed_by_both_workers_into_the_bucket(
     uploaded = cluster.upload(phone_clip, landscape_clip, bad)
     assert uploaded == [f"s3://{BUCKET}/inbox/{p.name}" for p in (phone_clip, landscape_clip, bad)]
     cluster.wait_until(
-        lambda: len(cluster.stored("/manifest.json")) == 2 and len(cluster.stored("/rejection.json")) == 1,
+        lambda: len(cluster.complete()) == 2 and len(cluster.stored("/rejection.json")) == 1,
         PROCESSING_TIMEOUT,
         "two manifests and one rejection in the bucket",
     )
@@ -165,7 +165,7 @@ query BackfillStatus($id: String!) {
 
 
 def test_a_backfill_of_one_rung_across_all_videos_rewrites_only_that_rung_on_the_workers(cluster):
-    keys = [name.split("/")[1] for name in cluster.stored("/manifest.json")]
+    keys = cluster.complete()
     assert len(keys) == 2  # the previous test's videos
     before = cluster.objects()
     rung_files = {key for key in before if key.endswith("/renditions/h264_360p.mp4")}

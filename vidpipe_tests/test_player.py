@@ -10,6 +10,8 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -38,19 +40,26 @@ def served(tmp_path_factory):
         pipeline.materialize(key, upload=clip)
         refused = pipeline.add(bad)
         pipeline.materialize(refused, upload=bad, raise_on_error=False)
+    with serving(root / "storage") as url:
+        manifest = json.loads((root / "storage" / key / "manifest.json").read_text())
+        yield url, key, manifest, refused
+
+
+@contextmanager
+def serving(storage: Path) -> Iterator[str]:
+    """``vidpipe serve`` of ``storage`` (and its catalog), as ``./dev.sh run`` starts it: its URL."""
     port = free_port()
     env = {
         **os.environ,
-        "VIDPIPE_STORAGE": str(root / "storage"),
-        "VIDPIPE_CATALOG": catalog_beside(root / "storage").url,
+        "VIDPIPE_STORAGE": str(storage),
+        "VIDPIPE_CATALOG": catalog_beside(storage).url,
         "VIDPIPE_PLAYER_PORT": str(port),
     }
     server = subprocess.Popen([str(BIN_DIR / "vidpipe"), "serve"], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url), timeout=30, what="vidpipe serve to answer")
-        manifest = json.loads((root / "storage" / key / "manifest.json").read_text())
-        yield url, key, manifest, refused
+        yield url
     finally:
         stop([server])
 
@@ -275,3 +284,39 @@ def test_with_s3_storage_media_are_presigned_redirects_and_playlists_come_from_t
         }
     finally:
         stop([server])
+
+
+def test_a_playable_video_plays_its_first_rendition_then_every_rung_after_a_reload(browser, tmp_path):
+    """Published playable (the first rung, alone), the gallery says so and the player plays that rung; once the
+    rest is made, the gallery says ready and a reloaded player page gets every rung."""
+    (tmp_path / "uploads").mkdir()
+    clip = make_clip(tmp_path / "uploads" / "Harbour.mp4", size="854x480", seconds=3)
+    storage = tmp_path / "storage"
+    ladder = [dg.AssetKey(["renditions", name]) for name in ("h264_480p", "h264_240p", "vp9_360p", "ladder")]
+    with dg.instance_for_test() as instance, serving(storage) as url:
+        pipeline = Pipeline(instance, storage)
+        key = pipeline.add(clip)
+        first = [dg.AssetKey("source_video"), dg.AssetKey("thumbnail"), dg.AssetKey(["renditions", "h264_360p"])]
+        assert pipeline.materialize(key, upload=clip, selection=[*first, dg.AssetKey("playable")]).success
+        gallery = browser.new_page()
+        gallery.goto(url)
+        entry = gallery.locator(f'li[data-key="{key}"]')
+        assert (entry.get_attribute("data-state"), entry.locator(".state").inner_text()) == ("playable", "playable")
+        entry.locator("img").wait_for()
+        page = open_player(browser, f"{url}/videos/{key}")
+        assert page.locator("#state").get_attribute("data-state") == "playable"
+        assert page.evaluate("vidpipePlayer.getVariantTracks().map(t => t.height)") == [360]
+        page.evaluate("document.getElementById('video').play()")
+        page.wait_for_function("document.getElementById('video').currentTime >= 1", timeout=20_000)
+        assert page.evaluate("document.getElementById('video').videoHeight") == 360
+        rest = [*ladder, *(dg.AssetKey(name) for name in ("storyboard", "stream", "quality", "video_manifest"))]
+        assert pipeline.materialize(key, selection=rest).success
+        # the page loaded before keeps playing what it loaded, to the end
+        page.wait_for_function("document.getElementById('video').ended", timeout=20_000)
+        page.reload()
+        page.wait_for_selector("body[data-player=ready]", timeout=20_000)
+        assert page.locator("#state").get_attribute("data-state") == "complete"
+        heights = page.evaluate("vidpipePlayer.getVariantTracks().map(t => t.height)")
+        assert sorted(heights) == [240, 360, 480]
+        gallery.reload()
+        assert gallery.locator(f'li[data-key="{key}"] .state').inner_text() == "ready"

@@ -221,11 +221,12 @@ class Catalog:
                 state = "processing" if old.state == "rejected" else old.state
                 _update(conn, old, state=state, name=name, sha256=sha256, size=size, created_at=stored_at, reason=None)
 
-    def record_ready(
-        self, key: str, *, name: str, duration: float | None, thumbnail: str | None, manifest: str
+    def record_published(
+        self, key: str, *, state: State, name: str, duration: float | None, thumbnail: str | None, manifest: str
     ) -> None:
-        """``key``'s manifest is published: ``ready``, pointing at it and at its thumbnail."""
-        self._change(key, name, state="ready", duration=duration, thumbnail=thumbnail, manifest=manifest, reason=None)
+        """``key``'s manifest is published: ``playable`` (its first rendition) or ``ready`` (every output),
+        pointing at it and at its thumbnail."""
+        self._change(key, name, state=state, duration=duration, thumbnail=thumbnail, manifest=manifest, reason=None)
 
     def record_rejection(self, key: str, name: str, reason: str) -> None:
         """``key``'s upload is refused (its outputs are being withdrawn): ``rejected``, pointing at nothing."""

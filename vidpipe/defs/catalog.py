@@ -2,7 +2,7 @@
 anew from what storage records (``vidpipe catalog rebuild``).
 
 Each step changes the catalog right after storage, in an order that keeps one promise: a row never points at
-a file that is not published. A row says ``ready`` only once the manifest is published; a refusal
+a file that is not published. A row says ``playable`` or ``ready`` only once the manifest is published; a refusal
 (``refused``) empties the row's pointers before the outputs are withdrawn.
 """
 
@@ -15,9 +15,10 @@ import dagster as dg
 
 from vidpipe.catalog import Catalog, Video, migrate, open_catalog, parse_time, utc_now
 from vidpipe.catalog.database import where
+from vidpipe.catalog.schema import State
 from vidpipe.defs.storage import StoredOriginal, VideoStorage
 from vidpipe.media.errors import VidpipeError
-from vidpipe.media.manifest import MANIFEST_FILE, smallest_jpeg_thumbnail
+from vidpipe.media.manifest import MANIFEST_FILE, PLAYABLE, manifest_state, smallest_jpeg_thumbnail
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -32,12 +33,14 @@ class CatalogResource(dg.ConfigurableResource):
 
 
 def published(catalog: Catalog, storage: VideoStorage, key: str, manifest: dict) -> None:
-    """Publish ``key``'s manifest, then its row: ``ready``, pointing at it. If the row cannot be written, the
-    manifest is withdrawn again: a published manifest always has a row that says so."""
+    """Publish ``key``'s manifest, then its row: ``playable`` or ``ready`` as the manifest's state says, pointing
+    at it. If the row cannot be written, the manifest is withdrawn again: a published manifest always has a row
+    that says so."""
     storage.publish_file(key, MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     try:
-        catalog.record_ready(
+        catalog.record_published(
             key,
+            state=catalog_state(manifest),
             name=manifest["source"]["name"],
             duration=manifest["source"].get("duration"),
             thumbnail=smallest_jpeg_thumbnail(manifest),
@@ -46,6 +49,11 @@ def published(catalog: Catalog, storage: VideoStorage, key: str, manifest: dict)
     except Exception:
         storage.withdraw_manifest(key)
         raise
+
+
+def catalog_state(manifest: dict) -> State:
+    """The row's state for a published ``manifest``: ``playable`` while only its first rendition is out."""
+    return "playable" if manifest_state(manifest) == PLAYABLE else "ready"
 
 
 def refused(catalog: Catalog, storage: VideoStorage, key: str, error: VidpipeError) -> None:
@@ -92,7 +100,7 @@ def stored_videos(storage: VideoStorage) -> Iterator[Video]:
         elif manifest is not None:
             yield Video(
                 name=manifest["source"]["name"],
-                state="ready",
+                state=catalog_state(manifest),
                 duration=manifest["source"].get("duration"),
                 thumbnail=smallest_jpeg_thumbnail(manifest),
                 manifest=MANIFEST_FILE,

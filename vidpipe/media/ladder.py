@@ -227,3 +227,20 @@ def _long_side(short: int, src_long: int, src_short: int) -> int:
 
 def _floor_even(value: int) -> int:
     return max(2, math.floor(value / 2) * 2)
+
+
+PLAYABLE_MIN_SHORT_SIDE = 360
+"""The rung a video is first published with (``playable_rendition``) is the smallest H.264 one with at least
+this many lines: watchable on a phone, and quick to encode (a 360p rung is a sixth of a 1080p rung's pixels)."""
+
+
+def playable_rendition(plan: LadderPlan) -> PlannedRendition | None:
+    """The rendition encoded first, alone, so that the video can be published as playable while the rest of its
+    ladder is encoded: the smallest H.264 rendition with ``PLAYABLE_MIN_SHORT_SIDE`` lines or more, else the
+    largest (a source smaller than that gets its own size); for an upload without a picture, its AAC rung.
+    None when there is nothing of the kind to play (a ladder without H.264 or AAC rungs)."""
+    h264 = sorted((p for p in plan.renditions if p.rung.format is H264_MP4), key=lambda p: min(p.width, p.height))
+    if h264:
+        tall_enough = [p for p in h264 if min(p.width, p.height) >= PLAYABLE_MIN_SHORT_SIDE]
+        return tall_enough[0] if tall_enough else h264[-1]
+    return next((p for p in plan.renditions if p.rung.format is AAC_M4A), None)

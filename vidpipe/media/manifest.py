@@ -23,6 +23,11 @@ STREAM_FOLDER = "stream"
 STORYBOARD_FOLDER = "storyboard"
 MANIFEST_FILE = "manifest.json"
 
+PLAYABLE = "playable"
+"""A manifest's ``state`` while only the first rendition is published (with its stream and the thumbnails)."""
+COMPLETE = "complete"
+"""A manifest's ``state`` once every rendition, the storyboard and the quality report are published."""
+
 
 @dataclass(frozen=True)
 class SourceVideo:
@@ -72,13 +77,15 @@ def build_manifest(
     stream: StreamPackage | None = None,
     storyboard: Storyboard | None = None,
     quality: QualityReport | None = None,
+    state: str = COMPLETE,
 ) -> dict[str, Any]:
     """Paths are relative to the video's folder, where the manifest itself is written. ``streams`` is empty
     and ``storyboard`` null when the video has none (no H.264/AAC rendition; no picture); ``quality`` says
-    how each rung compares with the source."""
+    how each rung compares with the source. ``state`` is ``PLAYABLE`` or ``COMPLETE``."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "video": source.key,
+        "state": state,
         "source": _source_entry(source, renditions),
         "renditions": [_rendition_entry(r) for r in renditions],
         "thumbnails": [
@@ -216,6 +223,11 @@ def manifest_problems(manifest: dict[str, Any], stored_size: Callable[[str], int
         indexes += [storyboard["vtt"], *storyboard["images"]]
     problems += [f"{path} is missing" for path in indexes if stored_size(path) is None]
     return problems
+
+
+def manifest_state(manifest: dict[str, Any]) -> str:
+    """``PLAYABLE`` or ``COMPLETE``; a manifest written before there were two milestones is complete."""
+    return str(manifest.get("state", COMPLETE))
 
 
 def smallest_jpeg_thumbnail(manifest: dict[str, Any]) -> str | None:

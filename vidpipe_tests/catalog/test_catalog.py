@@ -72,9 +72,11 @@ def test_changes_keep_the_counts_and_the_words(catalog):
     assert video.state == "processing" and video.reason is None and video.created_at == stored_at
     assert [v.key for v in catalog.page(search="rome").videos] == [key]
     assert catalog.page(search="holiday").total == 1
-    catalog.record_ready(
-        key, name="Holiday in Rome.mp4", duration=5.0, thumbnail="thumbnails/a.jpg", manifest="manifest.json"
-    )
+    published = {"name": "Holiday in Rome.mp4", "duration": 5.0, "thumbnail": "thumbnails/a.jpg"}
+    catalog.record_published(key, state="playable", manifest="manifest.json", **published)
+    assert catalog.counts()["playable"] == 1 and catalog.page(state="playable").videos[0].key == key
+    catalog.record_published(key, state="ready", manifest="manifest.json", **published)
+    assert catalog.counts()["playable"] == 0 and catalog.counts()["ready"] == 1
     catalog.record_original(key, "Holiday in Rome.mp4", "0123456789ab" + "0" * 52, 1000, stored_at)  # a backfill
     assert catalog.video(key).state == "ready" and catalog.video(key).manifest == "manifest.json"
     assert catalog.by_content(["0123456789ab", "ffffffffffff"]) == {"0123456789ab": catalog.video(key)}

@@ -43,7 +43,7 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     video_dir = pipeline.storage_root / key
     manifest = json.loads((video_dir / "manifest.json").read_text())
     assert manifest == result.output_for_node("publish", "video_manifest")
-    assert manifest["video"] == key
+    assert manifest["video"] == key and manifest["state"] == "complete"
     assert manifest["source"]["duration"] == pytest.approx(2.0, abs=0.05)
     assert manifest["source"] | {"duration": 0} == {
         "name": "Phone Clip.mov",
@@ -95,12 +95,17 @@ def test_one_partition_yields_an_upright_portrait_ladder_thumbnails_and_manifest
     }
     assert (video_dir / "storyboard" / "storyboard.vtt").read_text().count("#xywh=") == 2
     # The public manifest names files relative to itself; the exact command stays private.
-    argv = manifest["ffmpeg"]["argv"]
-    assert argv[0] == "ffmpeg" and "source.mov" in argv
-    assert {r["path"] for r in manifest["renditions"]} <= set(argv)
-    assert not [arg for arg in argv if "/tmp" in arg or arg.startswith("/")]
+    # Two commands: the rung the video is first published with (playable) alone, then the rest in one.
+    first, rest = manifest["ffmpeg"]["commands"]
+    assert manifest["ffmpeg"]["argv"] is None and first["renditions"] == ["h264_360p"]
+    assert rest["renditions"] == ["h264_240p", "vp9_360p"]
+    for command in (first, rest):
+        argv = command["argv"]
+        assert argv[0] == "ffmpeg" and "source.mov" in argv
+        assert all(any(a.startswith(f"renditions/{name}.") for a in argv) for name in command["renditions"])
+        assert not [arg for arg in argv if "/tmp" in arg or arg.startswith("/")]
     exact = json.loads((video_dir / "encode.json").read_text())["renditions"]["h264_360p"]["argv"]
-    assert str(video_dir / "source.mov") in exact and len(exact) == len(argv)
+    assert str(video_dir / "source.mov") in exact and len(exact) == len(first["argv"])
     assert (video_dir / "source.mov").read_bytes() == phone_clip.read_bytes()
     assert not list(video_dir.rglob(".*")), "temporary files left behind"
     checks = {check.asset_check_key.name: check for check in result.get_asset_check_evaluations()}
@@ -213,8 +218,8 @@ def test_editing_one_rung_marks_only_it_stale_and_a_backfill_reencodes_only_it(t
         assert {name for name in before if before[name] != after[name]} == {"h264_240p.mp4"}
         manifest = json.loads((tmp_path / key / "manifest.json").read_text())
         commands = manifest["ffmpeg"]["commands"]
-        assert manifest["ffmpeg"]["argv"] is None and len(commands) == 2
-        assert [c["renditions"] for c in commands] == [["h264_360p", "vp9_360p"], ["h264_240p"]]
+        assert manifest["ffmpeg"]["argv"] is None and len(commands) == 3
+        assert [c["renditions"] for c in commands] == [["h264_360p"], ["h264_240p"], ["vp9_360p"]]
         resolver = get_stale_status_resolver(instance, edited_assets)
         assert all(resolver.get_status(k, key) != StaleStatus.STALE for k in RUNG_KEYS)
 

@@ -30,7 +30,8 @@ THUMBNAIL_CODE_VERSION = "1"
 STORYBOARD_CODE_VERSION = "2"
 STREAM_CODE_VERSION = "1"
 QUALITY_CODE_VERSION = "1"
-MANIFEST_CODE_VERSION = "3"
+MANIFEST_CODE_VERSION = "4"
+PLAYABLE_CODE_VERSION = "1"
 SOURCE_VIDEO_KEY = dg.AssetKey("source_video")
 PROGRESS_LOG = logging.getLogger("vidpipe.progress")
 """Every encode progress update (``Progress`` in the record's ``progress``), for a command that runs

@@ -28,24 +28,22 @@ from vidpipe.defs.assets.common import (
     selected,
     table,
 )
+from vidpipe.defs.assets.streams import make_stream
 from vidpipe.defs.catalog import CatalogResource, published
 from vidpipe.defs.partitions import videos
 from vidpipe.defs.resources import FFmpegResource, kept_value
 from vidpipe.defs.storage import VideoStorage, scratch_folder, shared_copies
-from vidpipe.media.files import publish_tree
 from vidpipe.media.ladder import Rung
 from vidpipe.media.manifest import (
     MANIFEST_FILE,
     RENDITIONS_FOLDER,
     STORYBOARD_FOLDER,
-    STREAM_FOLDER,
     RenditionSet,
     SourceVideo,
     build_manifest,
     manifest_problems,
     worst_decoding,
 )
-from vidpipe.media.packaging import StreamInput, StreamPackage
 from vidpipe.media.quality import SSIM_FLOOR, QualityReport, Rendition
 from vidpipe.media.storyboard import Storyboard
 from vidpipe.media.thumbnail import ThumbnailFile
@@ -178,7 +176,7 @@ def build_publish_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         with shared_copies(storage, key) as local:  # a rendition two parts read is fetched once
             parts: dict[dg.AssetKey, Callable[[], tuple[Any, dict[str, Any]]]] = {
                 STORYBOARD_KEY: lambda: _make_storyboard(source_video, ladder, ffmpeg, storage, local),
-                STREAM_KEY: lambda: _make_stream(key, ladder, audio_kbps, ffmpeg, storage, local),
+                STREAM_KEY: lambda: make_stream(key, list(ladder.files), audio_kbps, ffmpeg, storage, local),
                 QUALITY_KEY: lambda: _measure_quality(source_video, ladder, ffmpeg, local),
             }
             ended = side_by_side({asset: make for asset, make in parts.items() if asset in context.selected_asset_keys})
@@ -242,36 +240,6 @@ def _make_storyboard(
         "made_from": file,
         **made_by(),
     }
-
-
-def _make_stream(
-    key: str,
-    ladder: RenditionSet,
-    audio_kbps: dict[str, int],
-    ffmpeg: FFmpegResource,
-    storage: VideoStorage,
-    local: Callable[[str], Path],
-) -> tuple[StreamPackage | None, dict[str, Any]]:
-    """The H.264/AAC renditions packaged as one CMAF stream (``media/packaging.py``), and its metadata."""
-    chosen = [r for r in ladder.files if r.container == "mp4" and r.info.video_codec in ("h264", None)]
-    if not chosen:
-        return None, {"why_none": "no H.264/AAC rendition was made"}
-    inputs = [
-        StreamInput(
-            name=r.name,
-            path=local(f"{RENDITIONS_FOLDER}/{r.file}"),
-            audio_kbps=audio_kbps[r.name] if r.info.has_audio else 0,
-            video=r.info.has_video,
-        )
-        for r in chosen
-    ]
-    with (
-        scratch_folder(str(settings.scratch_dir()), "package") as staged,
-        storage.publishing(key, STREAM_FOLDER) as out_dir,
-    ):
-        package = ffmpeg.package_stream(inputs, staged)
-        publish_tree(staged, out_dir)
-    return package, _stream_metadata(package, storage, key)
 
 
 def _measure_quality(
@@ -378,19 +346,3 @@ def _manifest_outputs(
             ),
         ],
     )
-
-
-def _stream_metadata(package: StreamPackage, storage: VideoStorage, key: str) -> dict[str, Any]:
-    return {
-        "hls": dg.MetadataValue.path(storage.location(key, f"{STREAM_FOLDER}/{package.hls}")),
-        "dash": dg.MetadataValue.path(storage.location(key, f"{STREAM_FOLDER}/{package.dash}")),
-        "segment_seconds": package.segment_seconds,
-        "levels": table(
-            ("playlist", "resolution", "peak bit/s", "average bit/s", "codecs", "fps"),
-            [
-                (v.playlist, v.resolution, v.bandwidth, v.average_bandwidth, v.codecs, v.frame_rate)
-                for v in package.variants
-            ],
-        ),
-        **made_by(),
-    }

@@ -1,4 +1,5 @@
-"""The ``renditions`` group: one asset per rung and the ladder, made by one op in one ffmpeg run."""
+"""The ``renditions`` group: one asset per rung and the ladder, made by one op: the rung the video is first
+published with alone, then the playable milestone (``playable``), then the rest of the ladder in one ffmpeg run."""
 
 import time
 from collections.abc import Iterator
@@ -13,30 +14,39 @@ from vidpipe.defs.assets.common import (
     LADDER_OUTPUT,
     PROGRESS_LOG,
     SOURCE_VIDEO_KEY,
+    THUMBNAIL_KEY,
     TRANSIENT_RETRIES,
     failures_for_people,
     made_by,
     rendition_key,
     table,
 )
+from vidpipe.defs.assets.playable import PLAYABLE_KEY, PLAYABLE_OUT, PLAYABLE_OUTPUT, publish_playable, still_complete
 from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.executor import ENCODE_QUEUE, QUEUE_TAG
 from vidpipe.defs.partitions import videos
 from vidpipe.defs.resources import FFmpegResource
 from vidpipe.defs.storage import VideoStorage
 from vidpipe.media.encoder import DecodeReport, Progress, output_filename
-from vidpipe.media.ladder import PlannedRendition, Rung, plan_ladder
+from vidpipe.media.ladder import LadderPlan, PlannedRendition, Rung, plan_ladder, playable_rendition
 from vidpipe.media.manifest import (
+    COMPLETE,
     RENDITIONS_FOLDER,
     RenditionFile,
     RenditionSet,
     SourceVideo,
+    manifest_state,
 )
+from vidpipe.media.probe import VideoInfo
+from vidpipe.media.thumbnail import ThumbnailFile
 
 
 def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
-    """One asset per rung, and ``renditions/ladder`` (the video's set of renditions), all made by one op
-    that encodes the selected rungs in one ffmpeg run.
+    """One asset per rung, ``renditions/ladder`` (the video's set of renditions) and ``playable``, all made by
+    one op. With ``playable`` selected, the op encodes the rung the video is first published with alone, publishes
+    the playable milestone, then encodes the other selected rungs in one ffmpeg run (decoded once); without it
+    (a one-rung backfill), only the latter. Encoding the first rung alone costs one more decode of the source
+    (about 5 % of a 1080p ladder's encode) and saves nothing else: that rung is not encoded again.
 
     A rung the video gets no rendition of (too small a source, audio-only rungs for a video)
     is not materialized for it: its partition stays missing, and the ladder asset says why.
@@ -65,11 +75,20 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
         description="Every rendition made for the video, and why each other rung was not: what the manifest lists.",
     )
 
+    outs[PLAYABLE_OUTPUT] = PLAYABLE_OUT
+    audio_kbps = {rung.name: rung.audio_kbps for rung in ladder}
+
     @dg.multi_asset(
         name="renditions",
         outs=outs,
+        ins={
+            "source_video": dg.AssetIn(key=SOURCE_VIDEO_KEY),
+            # The playable milestone lists the thumbnails: the thumbnail step goes first (it takes ~0.2 s).
+            "thumbnail": dg.AssetIn(key=THUMBNAIL_KEY),
+        },
         internal_asset_deps={
             LADDER_OUTPUT: {SOURCE_VIDEO_KEY, *(rendition_key(rung) for rung in ladder)},
+            PLAYABLE_OUTPUT: {SOURCE_VIDEO_KEY, THUMBNAIL_KEY},
             **{rung.name: {SOURCE_VIDEO_KEY} for rung in ladder},
         },
         partitions_def=videos,
@@ -81,20 +100,34 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     def renditions(
         context: dg.AssetExecutionContext,
         source_video: SourceVideo,
+        thumbnail: list[ThumbnailFile],
         ffmpeg: FFmpegResource,
         storage: VideoStorage,
         catalog: CatalogResource,
     ) -> Iterator[dg.Output]:
+        key = source_video.key
         plan = plan_ladder(source_video.info, ladder)
         planned = [p for p in plan.renditions if rendition_key(p.rung) in context.selected_asset_keys]
-        with failures_for_people(context, storage, catalog, source_video.key, making="the renditions"):
-            made, argv = _encode(context, source_video, planned, ffmpeg, storage)
+        first, complete = _first_pass(context, plan, planned, storage, key)
+        made: dict[str, RenditionFile] = {}
+        with failures_for_people(context, storage, catalog, key, making="the renditions"):
+            if complete is not None:
+                yield still_complete(complete)
+            if first is not None:
+                made = _made_by_this_run(context, first, ffmpeg, storage, key) or _encode(
+                    context, source_video, [first], ffmpeg, storage
+                )
+                yield _output(made[first.rung.name], storage, key)
+                yield publish_playable(
+                    context, source_video, made[first.rung.name], thumbnail, audio_kbps, ffmpeg, storage, catalog
+                )
+            rest = _encode(context, source_video, [p for p in planned if p is not first], ffmpeg, storage)
+            made |= rest
             made_set = None
             if LADDER_KEY in context.selected_asset_keys:
-                made_set = _rendition_set(ladder, plan.skipped, made, source_video.key, ffmpeg, storage)
-        for name, rendition in made.items():
-            location = storage.location(source_video.key, f"{RENDITIONS_FOLDER}/{rendition.file}")
-            yield dg.Output(rendition, output_name=name, metadata=_rendition_metadata(rendition, argv, location))
+                made_set = _rendition_set(ladder, plan.skipped, made, key, ffmpeg, storage)
+        for rendition in rest.values():
+            yield _output(rendition, storage, key)
         for rung in ladder:
             if rung.name in plan.skipped and rendition_key(rung) in context.selected_asset_keys:
                 context.log.debug(f"{rung.name} is not made for this video: {plan.skipped[rung.name]}")
@@ -104,16 +137,66 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     return renditions
 
 
+def _first_pass(
+    context: dg.AssetExecutionContext,
+    plan: LadderPlan,
+    planned: list[PlannedRendition],
+    storage: VideoStorage,
+    key: str,
+) -> tuple[PlannedRendition | None, dict | None]:
+    """What to encode alone, first, to publish the playable milestone (``playable``), if it is selected: its
+    rendition (``playable_rendition``), or, for a video already published complete, that manifest instead (it
+    stays published while everything is made again)."""
+    if PLAYABLE_KEY not in context.selected_asset_keys:
+        return None, None
+    published = storage.manifest(key)
+    if published is not None and manifest_state(published) == COMPLETE:
+        return None, published
+    first = playable_rendition(plan)
+    if first is None or first not in planned:
+        raise dg.Failure(
+            description=f"playable needs the rung video {key} is first published with: select it too "
+            f"({rendition_key(first.rung).to_user_string() if first else 'an H.264 or AAC rung'})",
+            allow_retries=False,
+        )
+    return first, None
+
+
+def _made_by_this_run(
+    context: dg.AssetExecutionContext, first: PlannedRendition, ffmpeg: FFmpegResource, storage: VideoStorage, key: str
+) -> dict[str, RenditionFile]:
+    """``first``'s rendition, if this run or one it retries made it (a retry after the playable milestone,
+    when the machine failed, encodes only the rest); else nothing."""
+    record = storage.rendition_records(key).get(first.rung.name)
+    file = f"{RENDITIONS_FOLDER}/{output_filename(first.rung)}"
+    if record is None or record.get("run_group") != _run_group(context) or storage.stored_size(key, file) is None:
+        return {}
+    context.log.info(f"{first.rung.name} was encoded by an earlier attempt of this run: taken as it is")
+    with storage.fetch(key, file) as local:
+        info = ffmpeg.probe(local)
+    return {first.rung.name: _from_record(first.rung, info, record)}
+
+
+def _run_group(context: dg.AssetExecutionContext) -> str:
+    """The id shared by a run and its retries: the first run's."""
+    return context.run.root_run_id or context.run.run_id
+
+
+def _output(rendition: RenditionFile, storage: VideoStorage, key: str) -> dg.Output:
+    location = storage.location(key, f"{RENDITIONS_FOLDER}/{rendition.file}")
+    return dg.Output(rendition, output_name=rendition.name, metadata=_rendition_metadata(rendition, location))
+
+
 def _encode(
     context: dg.AssetExecutionContext,
     source: SourceVideo,
     planned: list[PlannedRendition],
     ffmpeg: FFmpegResource,
     storage: VideoStorage,
-) -> tuple[dict[str, RenditionFile], list[str]]:
-    """Encode ``planned`` in one ffmpeg run; the renditions made, and the exact command."""
+) -> dict[str, RenditionFile]:
+    """Encode ``planned`` in one ffmpeg run; the renditions made, each with the exact command."""
     if not planned:
-        return {}, []
+        return {}
     sizes = ", ".join(f"{p.rung.name} {p.width}x{p.height}" for p in planned)
     context.log.info(f"encoding {sizes} in one ffmpeg run")
     with (
@@ -127,20 +210,26 @@ def _encode(
     public_argv = command.argv_for_people(source.file, RENDITIONS_FOLDER)
     if not encoded.decoding.clean:
         context.log.warning(f"the source {encoded.decoding.summary()}; what decoded is published")
-    made = {
-        p.rung.name: RenditionFile(
-            name=p.rung.name,
-            file=encoded.outputs[p.rung.name].name,
-            container=p.rung.format.container,
-            info=infos[p.rung.name],
-            argv=tuple(public_argv),
-            decoding=encoded.decoding,
-        )
-        for p in planned
+    record = {
+        "argv": command.argv,
+        "public_argv": public_argv,
+        "decoding": asdict(encoded.decoding),
+        "run_group": _run_group(context),
     }
-    record = {"argv": command.argv, "public_argv": public_argv, "decoding": asdict(encoded.decoding)}
-    storage.record_renditions(source.key, dict.fromkeys(made, record))
-    return made, command.argv
+    storage.record_renditions(source.key, {p.rung.name: record for p in planned})
+    return {p.rung.name: _from_record(p.rung, infos[p.rung.name], record) for p in planned}
+
+
+def _from_record(rung: Rung, info: VideoInfo, record: dict[str, Any]) -> RenditionFile:
+    """``rung``'s rendition as ffprobe saw it (``info``), with how it was made (``record_renditions``)."""
+    return RenditionFile(
+        name=rung.name,
+        file=output_filename(rung),
+        container=rung.format.container,
+        info=info,
+        argv=tuple(record["public_argv"]),
+        decoding=DecodeReport(**record["decoding"]),
+    )
 
 
 def _rendition_set(
@@ -162,25 +251,14 @@ def _rendition_set(
         elif rung.name in skipped:
             not_made[rung.name] = skipped[rung.name]
         elif rung.name in records and storage.stored_size(key, earlier) is not None:
-            record = records[rung.name]
             with storage.fetch(key, earlier) as local:
-                info = ffmpeg.probe(local)
-            files.append(
-                RenditionFile(
-                    name=rung.name,
-                    file=output_filename(rung),
-                    container=rung.format.container,
-                    info=info,
-                    argv=tuple(record["public_argv"]),
-                    decoding=DecodeReport(**record["decoding"]),
-                )
-            )
+                files.append(_from_record(rung, ffmpeg.probe(local), records[rung.name]))
         else:
             not_made[rung.name] = f"not encoded yet: materialize {rendition_key(rung).to_user_string()} for it"
     return RenditionSet(files=tuple(files), not_made=not_made)
 
 
-def _rendition_metadata(rendition: RenditionFile, argv: list[str], location: str) -> dict[str, Any]:
+def _rendition_metadata(rendition: RenditionFile, location: str) -> dict[str, Any]:
     info = rendition.info
     return {
         "file": dg.MetadataValue.path(location),
@@ -189,7 +267,7 @@ def _rendition_metadata(rendition: RenditionFile, argv: list[str], location: str
         "duration": round(info.duration, 3),
         "bitrate": info.bit_rate or 0,
         "bytes": info.size_bytes,
-        "ffmpeg_argv": dg.MetadataValue.json(argv),
+        "ffmpeg_argv": dg.MetadataValue.json(list(rendition.argv)),
         **made_by(),
         **rendition.decoding.as_metadata(),
     }
