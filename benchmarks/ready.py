@@ -92,18 +92,19 @@ def requesting_tick(instance: dg.DagsterInstance, run_id: str, after: float) -> 
 
 
 def encode_seconds(events: Sequence[dg.EventLogEntry]) -> dict[str, float]:
-    """Seconds of ffmpeg encoding per step, from the step's log lines (one start and one 100 % per encode)."""
-    started: dict[str, list[float]] = {}
-    total: dict[str, float] = {}
+    """Seconds of ffmpeg encoding per step, from the step's log lines: from its first encode's start to its last
+    one's 100 % (the rest of the ladder encodes beside the first rung)."""
+    started: dict[str, float] = {}
+    done: dict[str, float] = {}
     for e in events:
         step = e.step_key
         if e.dagster_event_type is not None or step is None:
             continue  # only the steps' own log lines
         if ENCODE_START.match(e.user_message):
-            started.setdefault(step, []).append(e.timestamp)
-        elif ENCODE_DONE.match(e.user_message) and started.get(step):
-            total[step] = total.get(step, 0.0) + e.timestamp - started[step].pop(0)
-    return total
+            started.setdefault(step, e.timestamp)
+        elif ENCODE_DONE.match(e.user_message) and step in started:
+            done[step] = e.timestamp
+    return {step: done[step] - started[step] for step in done}
 
 
 def materialized(key: dg.AssetKey) -> str:
@@ -194,9 +195,6 @@ def drop_and_time(clip: Path, timeout: float) -> Ready:
     """``clip`` dropped into a fresh daemon's inbox, waited for until its run has succeeded."""
     key = partition_key(clip.name, sha256_file(clip))  # before the drop: hashing competes for the cores
     with running_daemon() as (instance, drop):
-        # An upload lands at any moment of the daemon's loop: this one half a loop after a tick, the average wait
-        # (one landing just after a tick waits 2.5 s more, one just before it 2.5 s less).
-        time.sleep(DAEMON_LOOP_SECONDS / 2)
         started = time.time()
         drop([clip])
         dropped = time.time()  # the file appeared under its name (its ctime: the settle counts from here)

@@ -38,7 +38,7 @@ def build_definitions(ladder: tuple[Rung, ...] = DEFAULT_LADDER) -> dg.Definitio
         PROCESS_JOB_NAME,
         selection=dg.AssetSelection.all(),
         description="Everything vidpipe makes from one uploaded video.",
-        config=executor_run_config(in_one_process=False),  # backfills and the Launchpad
+        config=executor_run_config(),  # backfills and the Launchpad
     )
     return dg.Definitions(
         assets=build_assets(ladder),

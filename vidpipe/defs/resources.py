@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -86,12 +87,17 @@ class FFmpegResource(dg.ConfigurableResource):
         plans: list[PlannedRendition],
         out_dir: Path,
         on_progress: Callable[[Progress], None] | None = None,
+        *,
+        niceness: int = 0,
+        stop: threading.Event | None = None,
     ) -> tuple[EncodeCommand, Encoded]:
         """Encode every plan in one ffmpeg process; return its command, the published files and
-        what decoding met."""
+        what decoding met. ``niceness`` and ``stop``: see ``run_tool``."""
         tools = self.tools()
         command = build_encode_command(source, info, plans, out_dir, tools)
-        encoded = run_encode(command, info, tools, on_progress=on_progress, subject=str(source))
+        encoded = run_encode(
+            command, info, tools, on_progress=on_progress, subject=str(source), niceness=niceness, stop=stop
+        )
         return command, encoded
 
     def storyboard(self, source: Path, info: VideoInfo, out_dir: Path) -> Storyboard:
@@ -120,8 +126,6 @@ class InboxResource(dg.ConfigurableResource):
     empty_settle_seconds: float = EMPTY_SETTLE_SECONDS
     """An empty file is not an upload until it has stayed empty this long (it may be written later)."""
     hash_budget_seconds: float = HASH_BUDGET_SECONDS
-    one_process_below_bytes: int = 32 * 2**20
-    """Uploads smaller than this run all their steps in the run's own process (see ``step_executor``)."""
 
     @abstractmethod
     def listing(self) -> InboxListing:

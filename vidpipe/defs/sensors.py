@@ -90,7 +90,7 @@ def build_upload_sensor(job) -> dg.SensorDefinition:
                 if key not in new_keys and not context.instance.has_dynamic_partition(VIDEOS, key):
                     new_keys.append(key)  # registered by a tick whose partition request was not applied
                 taken[key] = "requested in this evaluation"
-                requests.append(_run_request(upload, key, inbox))
+                requests.append(_run_request(upload, key))
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
@@ -111,7 +111,7 @@ def _videos_with_runs(instance: dg.DagsterInstance, keys: list[str]) -> dict[str
     }
 
 
-def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunRequest:
+def _run_request(upload: Upload, key: str) -> dg.RunRequest:
     """The run key names this very file version: requested again after a failed evaluation it
     is not run twice, while a re-upload of the same bytes gets a run of its own.
     """
@@ -119,7 +119,7 @@ def _run_request(upload: Upload, key: str, inbox: InboxResource) -> dg.RunReques
         run_key=f"{upload.sha256}-{upload.changed_ns}",
         partition_key=key,
         tags=upload_tags(upload.name),
-        run_config=executor_run_config(in_one_process=upload.size < inbox.one_process_below_bytes),
+        run_config=executor_run_config(),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -271,8 +272,11 @@ def run_encode(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     subject: str | None = None,
+    niceness: int = 0,
+    stop: threading.Event | None = None,
 ) -> Encoded:
     """Run the command; publish every output only if ffmpeg succeeded and enough decoded, else leave none.
+    ``niceness`` and ``stop`` go to ``run_tool``.
 
     Damaged units are decoded past and counted (``DecodeReport``). A source with more than
     ``Limits.max_damaged_fraction`` of its video frames damaged or lost, or that ffmpeg gave up on,
@@ -289,6 +293,8 @@ def run_encode(
                 on_stdout_line=parser.feed,
                 on_stderr_line=watcher.feed,
                 subject=subject,
+                niceness=niceness,
+                stop=stop,
             )
         except ToolFailedError as err:
             if any(DISK_FULL_MARKER in line for line in err.stderr_tail):

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,10 +120,13 @@ def run_tool(
     on_stderr_line: Callable[[str], None] | None = None,
     subject: str | None = None,
     cwd: os.PathLike[str] | None = None,
+    niceness: int = 0,
+    stop: threading.Event | None = None,
 ) -> bytes:
     """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
 
-    ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings).
+    ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings). ``niceness``
+    runs the tool with less CPU priority (``nice``); setting ``stop`` kills it (``ToolKilledError``).
 
     The process runs in its own process group so a timeout (or our own interruption)
     kills ffmpeg together with anything it started.
@@ -130,7 +134,7 @@ def run_tool(
     if shutil.which(argv[0]) is None:
         raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject)
     proc = subprocess.Popen(
-        [*DIE_WITH_PARENT, *argv],
+        [*DIE_WITH_PARENT, *(("nice", "-n", str(niceness)) if niceness else ()), *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -164,12 +168,15 @@ def run_tool(
         pump.start()
     tool = os.path.basename(argv[0])
     try:
-        returncode = proc.wait(timeout=timeout)
+        returncode = _wait(proc, timeout, stop)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         raise ToolTimeoutError(
             f"{tool} took longer than {timeout:g} s and was stopped", path=subject, stderr_tail=stderr_tail
         ) from None
+    except _StoppedError:
+        _kill_group(proc)
+        raise ToolKilledError(f"{tool} was stopped: its work is no longer wanted", path=subject) from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -200,6 +207,27 @@ def plain_failure(tool: str, stderr_tail: Sequence[str], returncode: int) -> str
         if marker in text:
             return f"{tool} {words}"
     return f"{tool} stopped with an error (exit status {returncode}); its last messages are in the details"
+
+
+STOP_POLL_SECONDS = 0.2
+
+
+class _StoppedError(Exception):
+    """``run_tool``'s ``stop`` was set while the tool ran."""
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, stop: threading.Event | None) -> int:
+    """``proc``'s exit status; ``subprocess.TimeoutExpired`` after ``timeout`` s, ``_StoppedError`` once ``stop`` is set."""
+    if stop is None:
+        return proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        try:
+            return proc.wait(timeout=max(0.0, min(STOP_POLL_SECONDS, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+    raise _StoppedError
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

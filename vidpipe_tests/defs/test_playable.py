@@ -5,6 +5,8 @@ would read it; and what a failure after the first milestone does."""
 import json
 import shlex
 import stat
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,22 +16,34 @@ from vidpipe.defs.resources import FFmpegResource
 from vidpipe_tests.harness import Pipeline, Watched, watching_publication
 
 PLAYABLE = dg.AssetKey("playable")
+HANG_SECONDS = 61.25  # an odd length, to find the sleeps that stand for a hung ffmpeg
 MANIFEST = dg.AssetKey("video_manifest")
 
 
-def encode_breaking(tmp_path, *, how: str, times: int = 1) -> tuple[FFmpegResource, object]:
-    """An ``FFmpegResource`` whose ffmpeg breaks the rest of the ladder's encode (the one that writes vp9_360p)
-    the first ``times`` times, as ``how`` says (``kill``: killed, as a lost machine; ``refuse``: ffmpeg finds
-    the input broken); and the log of the encodes of the first rendition (h264_360p) it ran."""
-    count, log = tmp_path / "breaks", tmp_path / "first-encodes"
-    broken = "kill -9 $$" if how == "kill" else "echo '[error] Invalid data found when processing input' >&2; exit 1"
+BREAKS = {
+    "kill": "kill -9 $$",
+    "refuse": "echo '[error] Invalid data found when processing input' >&2; exit 1",
+    "hang": f"sleep {HANG_SECONDS}",
+}
+
+
+def encode_breaking(tmp_path, *, times: int = 1, **breaks: str) -> tuple[FFmpegResource, object]:
+    """An ``FFmpegResource`` whose ffmpeg breaks the encode that writes each rung named in ``breaks`` the first
+    ``times`` times, as its value says (``kill``: killed, as a lost machine; ``refuse``: ffmpeg finds the input
+    broken; ``hang``: never ends), and the log of the encodes of the first rendition (h264_360p) it ran.
+    vp9_360p is made by the rest of the ladder's encode."""
+    log = tmp_path / "first-encodes"
     script = tmp_path / "ffmpeg"
+    cases = "".join(
+        f'case "$*" in *-max_error_rate*{rung}*)\n'
+        f"  n=$(($(cat {tmp_path / rung} 2>/dev/null || echo 0) + 1)); echo $n > {tmp_path / rung}\n"
+        f"  if [ $n -le {times} ]; then {BREAKS[how]}; fi;;\n"
+        "esac\n"
+        for rung, how in breaks.items()
+    )
     script.write_text(
         "#!/bin/sh\n"
-        'case "$*" in *-max_error_rate*vp9_360p*)\n'
-        f"  n=$(($(cat {count} 2>/dev/null || echo 0) + 1)); echo $n > {count}\n"
-        f"  if [ $n -le {times} ]; then {broken}; fi;;\n"
-        "esac\n"
+        f"{cases}"
         f'case "$*" in *-max_error_rate*h264_360p*) echo encoded >> {shlex.quote(str(log))};; esac\n'
         'exec ffmpeg "$@"\n'
     )
@@ -88,7 +102,7 @@ def test_a_video_is_published_playable_then_complete_and_never_lists_a_missing_f
 
 @pytest.mark.parametrize("kills", [1, 3], ids=["retried", "retries-exhausted"])
 def test_a_machine_failure_after_playable_keeps_it_and_retries_only_the_rest(tmp_path, phone_clip, kills):
-    ffmpeg, first_encodes = encode_breaking(tmp_path, how="kill", times=kills)
+    ffmpeg, first_encodes = encode_breaking(tmp_path, times=kills, vp9_360p="kill")
     pipeline, key, result, watched = watched_run(tmp_path, phone_clip, ffmpeg)
     assert watched.missing == []
     assert first_encodes.read_text().splitlines() == ["encoded"], "a retry encoded the first rendition again"
@@ -102,7 +116,7 @@ def test_a_machine_failure_after_playable_keeps_it_and_retries_only_the_rest(tmp
 
 
 def test_a_refusal_after_playable_withdraws_everything(tmp_path, phone_clip):
-    ffmpeg, _ = encode_breaking(tmp_path, how="refuse")
+    ffmpeg, _ = encode_breaking(tmp_path, vp9_360p="refuse")
     pipeline, key, result, watched = watched_run(tmp_path, phone_clip, ffmpeg)
     assert not result.success
     assert watched.states == ["playable", "withdrawn"]
@@ -110,6 +124,26 @@ def test_a_refusal_after_playable_withdraws_everything(tmp_path, phone_clip):
     assert sorted(p.name for p in video_dir.iterdir() if p.is_dir() and p.name != "steps") == []
     assert (video_dir / "rejection.json").is_file() and (video_dir / "source.mov").is_file()
     assert row_state(pipeline, key) == "rejected"
+
+
+def test_a_refused_first_rendition_stops_the_rest_of_the_ladder_encoding_beside_it(tmp_path, phone_clip):
+    """The rest of the ladder encodes beside the first rendition; when the first is refused, the rest is
+    stopped at once (it never ends here), and nothing of the video is published."""
+    ffmpeg, _ = encode_breaking(tmp_path, h264_360p="refuse", vp9_360p="hang")
+    started = time.monotonic()
+    pipeline, key, result, watched = watched_run(tmp_path, phone_clip, ffmpeg)
+    assert not result.success and time.monotonic() - started < HANG_SECONDS / 2
+    assert watched.states == [] and watched.missing == []
+    assert row_state(pipeline, key) == "rejected"
+    hung = [p for p in Path("/proc").glob("[0-9]*") if f"sleep\0{HANG_SECONDS}".encode() in _cmdline(p)]
+    assert hung == [], "the rest of the ladder's ffmpeg was left running"
+
+
+def _cmdline(process: Path) -> bytes:
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_a_complete_video_made_again_stays_complete_while_it_is_made(tmp_path, phone_clip):

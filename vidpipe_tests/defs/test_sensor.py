@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from vidpipe.defs.catalog import refused
-from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.partitions import UPLOAD_FILE_TAG, UPLOAD_NAME_TAG, VIDEOS
 from vidpipe.defs.storage import LocalVideoStorage
 from vidpipe.inbox import resolve_upload
@@ -87,18 +86,11 @@ def test_an_upload_that_settles_during_a_tick_is_taken_in_that_tick(instance, in
     assert request.run_key.startswith(sha256_file(landscape_clip))
 
 
-def test_small_uploads_run_in_one_process_and_larger_ones_a_process_per_step(instance, inbox, tmp_path, landscape_clip):
-    size = landscape_clip.stat().st_size
+def test_an_upload_runs_its_steps_in_the_run_process(instance, inbox, landscape_clip):
+    """A video's steps follow one another: a process per step would only add its start."""
     copy_in(landscape_clip, inbox, "clip.mp4")
-    [small] = SensorHarness(instance, inbox, settle_seconds=0, one_process_below_bytes=size + 1).tick().run_requests
-    assert small.run_config == executor_run_config(in_one_process=True)
-    elsewhere = tmp_path / "elsewhere" / "inbox"  # another deployment, which has not seen the upload
-    elsewhere.mkdir(parents=True)
-    copy_in(landscape_clip, elsewhere, "clip.mp4")
-    with dg.instance_for_test() as fresh:
-        harness = SensorHarness(fresh, elsewhere, settle_seconds=0, one_process_below_bytes=size)
-        [large] = harness.tick().run_requests
-        assert large.run_config == executor_run_config(in_one_process=False)
+    [request] = SensorHarness(instance, inbox, settle_seconds=0).tick().run_requests
+    assert request.run_config["execution"] == {"config": {"in_one_process": True}}
 
 
 def test_the_same_bytes_uploaded_twice_are_processed_once(instance, inbox, landscape_clip):

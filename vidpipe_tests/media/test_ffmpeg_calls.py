@@ -5,12 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from vidpipe.media.errors import ToolMissingError
+from vidpipe.media.errors import ToolKilledError, ToolMissingError, ToolTimeoutError
 from vidpipe.media.ffmpeg_calls import run_tool
 
 
@@ -60,3 +61,24 @@ def _sleeps(marker: str) -> list[int]:
 def test_the_tool_runs_in_a_session_of_its_own():
     out = run_tool([sys.executable, "-c", "import os; print(os.getsid(0) == os.getpid())"], timeout=30)
     assert out.strip() == b"True" and os.getsid(0) != os.getpid()
+
+
+def test_a_stopped_tool_is_killed_with_everything_it_started():
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(ToolKilledError) as err:
+        run_tool(["sh", "-c", "sleep 30 & sleep 30"], timeout=60, stop=stop)
+    assert time.monotonic() - started < 5
+    assert err.value.message == "sh was stopped: its work is no longer wanted"
+
+
+def test_a_tool_that_ends_before_a_stop_runs_to_its_end_and_its_timeout_still_holds():
+    assert run_tool(["echo", "done"], timeout=10, stop=threading.Event()) == b"done\n"
+    with pytest.raises(ToolTimeoutError):
+        run_tool(["sleep", "30"], timeout=0.5, stop=threading.Event())
+
+
+def test_a_tool_runs_at_the_niceness_asked_for():
+    assert run_tool(["nice"], timeout=10) == f"{os.nice(0)}\n".encode()
+    assert run_tool(["nice"], timeout=10, niceness=7) == f"{os.nice(0) + 7}\n".encode()

@@ -33,7 +33,7 @@ PLAYABLE_OUT = dg.AssetOut(
     is_required=False,
     group_name="manifest",
     description="The video published as soon as it can be watched: its first rendition (the smallest H.264 rung "
-    f"with {PLAYABLE_MIN_SHORT_SIDE} lines or more, encoded alone before the rest of the ladder), that rendition's "
+    f"with {PLAYABLE_MIN_SHORT_SIDE} lines or more, encoded in an ffmpeg run of its own, the rest of the ladder beside it), that rendition's "
     'HLS master and DASH MPD, the thumbnails, and manifest.json saying "state": "playable". video_manifest '
     'publishes the same names again with everything, "state": "complete". Its value is the playable manifest.',
 )
