@@ -1,4 +1,8 @@
-"""A run launcher that lets run monitoring notice a run worker that is gone.
+"""A run launcher that starts run workers warm and lets run monitoring notice a run worker that is gone.
+
+Runs of vidpipe's own jobs start from a warm process (``warm_runs``; ``warm_run_workers: false``
+in ``dagster.yaml`` turns it off); other runs, and every run once the code has changed since the
+daemon started, are launched by the code server as ``DefaultRunLauncher`` does.
 
 Dagster's ``DefaultRunLauncher`` starts each run's worker process from the code server but
 cannot tell run monitoring whether that process still exists (its
@@ -33,8 +37,13 @@ What this relies on (the private names come from ``dagster_internals``;
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Mapping
+from typing import Any
 
+import dagster as dg
 from dagster import DagsterEventType, DefaultRunLauncher
 
 from vidpipe.defs.dagster_internals import (
@@ -43,11 +52,14 @@ from vidpipe.defs.dagster_internals import (
     DagsterRun,
     DagsterUserCodeUnreachableError,
     GrpcServerCodeLocationOrigin,
+    LaunchRunContext,
     WorkerStatus,
 )
+from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers
 from vidpipe.processes import PROC, process_start_time
 
 START_TIME_SLACK_SECONDS = 2.0
+VIDPIPE_MODULE = "vidpipe.definitions"
 """The boot time in ``/proc/stat`` is in whole seconds; the rest allows for small clock steps."""
 CODE_SERVER_SETTLED_SECONDS = 4.0
 CODE_SERVER_TIMEOUT_SECONDS = 5
@@ -74,10 +86,54 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
     (not Linux) the launcher reports no health check and Dagster's behaviour is unchanged.
     """
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None):
+    def __init__(self, inst_data: ConfigurableClassData | None = None, warm_run_workers: bool = True):
         super().__init__(inst_data=inst_data)
         self._code_servers_seen: dict[str, tuple[str, float]] = {}
         """Code server address → the id of the server answering there, and since when it has."""
+        self._warm_run_workers = warm_run_workers
+        self._warm: WarmRunWorkers | None = None
+        """Made with the first run launched warm: only the daemon launches runs."""
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"warm_run_workers": dg.Field(bool, is_required=False, default_value=True)}
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> ProcessCheckingRunLauncher:
+        return cls(inst_data=inst_data, **config_value)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if not (self._warm_run_workers and _of_vidpipe(run)):
+            return super().launch_run(context)
+        if self._warm is None:
+            self._warm = WarmRunWorkers()
+        if not self._warm.current():
+            self._instance.report_engine_event(
+                "vidpipe's code changed since the daemon started: the run starts in a new process", run, cls=type(self)
+            )
+            return super().launch_run(context)
+        self._instance.add_run_tags(run.run_id, {WORKER_TAG: WARM})
+        self._warm.start(run.run_id, self._instance.get_ref())
+        return None
+
+    def terminate(self, run_id: str) -> bool:
+        """A warm run's worker gets a SIGINT, as the code server sends its own workers (any process on the
+        daemon's machine can terminate it, the webserver's too); other runs as ``DefaultRunLauncher`` does."""
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.tags.get(WORKER_TAG) != WARM:
+            return super().terminate(run_id)
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        worker = self._run_worker(run_id)
+        if worker is None or not process_running_since(*worker):
+            self._instance.report_engine_event("the run's worker process is not running", run, cls=type(self))
+            return False
+        os.kill(worker[0], signal.SIGINT)
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -139,3 +195,9 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
         if time.monotonic() - since < CODE_SERVER_SETTLED_SECONDS:
             return f"its code server at {address} has answered for {CODE_SERVER_SETTLED_SECONDS:g} s"
         return None
+
+
+def _of_vidpipe(run: DagsterRun) -> bool:
+    """Whether ``run`` is of a job of vidpipe's own code location (the code the warm process holds)."""
+    origin = run.job_code_origin
+    return origin is not None and getattr(origin.repository_origin.code_pointer, "module", None) == VIDPIPE_MODULE

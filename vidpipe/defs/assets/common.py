@@ -64,10 +64,16 @@ def failures_for_people(
     says why, on the asset's Events tab. A full disk is final for this run too (an
     immediate retry would fail the same way) and said plainly; the video can be re-run
     once there is space. A killed or timed-out ffmpeg goes through the retry policy.
+
+    An interrupt (the run terminated from the UI, Ctrl-C) is final too: Dagster would otherwise
+    hand it to the retry policy, and a run executing in one process would go on as if nothing
+    had been asked; failed, the step ends the run, which Dagster marks canceled.
     """
     try:
         try:
             yield
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as err:
+            raise dg.Failure(description="stopped: the run was terminated", allow_retries=False) from err
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
