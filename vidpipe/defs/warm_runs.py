@@ -21,7 +21,9 @@ worker opens).
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import multiprocessing.process
 import threading
 from pathlib import Path
 
@@ -53,6 +55,8 @@ class WarmRunWorkers:
         self._code = code_fingerprint(package)
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
+        self._workers: list[multiprocessing.process.BaseProcess] = []
+        atexit.register(self.stop)
 
     def current(self) -> bool:
         """Whether the package's files are still those the warm process was made with."""
@@ -63,13 +67,24 @@ class WarmRunWorkers:
         with self._lock:
             self._context.set_forkserver_preload(PRELOAD)  # read when the forkserver starts, with the first run
             multiprocessing.active_children()  # reaps the workers that have ended
-            # Not a daemon process: like the code server, a stopping daemon waits for the runs it started.
+            self._workers = [worker for worker in self._workers if worker.is_alive()]
+            # Not a daemonic process: those may not start processes of their own (a run with a process per step).
             worker = self._context.Process(
                 target=execute_run, args=(run_id, instance_ref), name=f"vidpipe run {run_id}"
             )
             worker.start()
+            self._workers.append(worker)
             assert worker.pid is not None  # started
             return worker.pid
+
+    def stop(self) -> None:
+        """Kill the workers still running (their ffmpeg dies with them), as the process exits: a stopping daemon
+        takes its runs with it and run monitoring re-runs them once it is back, as after a crash
+        (``run_launcher``). Otherwise ``multiprocessing`` would hold the daemon's exit until every run ended."""
+        with self._lock:
+            for worker in self._workers:
+                if worker.is_alive():
+                    worker.kill()
 
 
 def execute_run(run_id: str, instance_ref: InstanceRef) -> None:
