@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw
 from vidpipe.catalog import migrate
 from vidpipe.cluster import WORKERS
 from vidpipe.definitions import process_video_job
+from vidpipe.defs.executor import executor_run_config
 from vidpipe.defs.partitions import VIDEOS, upload_tags
 from vidpipe.defs.sensors import DAEMON_LOOP_SECONDS
 from vidpipe.inbox import InboxCursor, scan_inbox
@@ -99,12 +100,14 @@ def fresh_catalog(folder: Path) -> str:
     return url
 
 
-def execute_process_video(clip: Path, storage: Path) -> tuple[str, list[dg.EventLogEntry]]:
+def execute_process_video(
+    clip: Path, storage: Path, *, in_one_process: bool = True
+) -> tuple[str, list[dg.EventLogEntry]]:
     """One process_video run of ``clip``, started with ``dg.execute_job`` in this very process.
 
-    The job's own executor config applies (a forkserver step process per step, as for a large
-    upload), on a temporary sqlite instance. No daemon, queue or code server is involved: that
-    is S2. Returns the video's partition key and the run's event log.
+    Its steps run in the run's process as the daemon's runs do, or (``in_one_process`` False) each in a step
+    process forked from the preloaded forkserver, on a temporary sqlite instance. No daemon, queue or code
+    server is involved: that is S2. Returns the video's partition key and the run's event log.
     """
     os.environ["VIDPIPE_STORAGE"] = str(storage)
     os.environ["VIDPIPE_INBOX"] = str(clip.parent)
@@ -117,6 +120,7 @@ def execute_process_video(clip: Path, storage: Path) -> tuple[str, list[dg.Event
             dg.reconstructable(process_video_job),
             instance=instance,
             tags={"dagster/partition": key, **upload_tags(clip.name)},
+            run_config=executor_run_config(in_one_process=in_one_process),
         )
         assert result.success, "vidpipe run failed"
         return key, list(instance.all_logs(result.run_id))
@@ -148,28 +152,25 @@ def raw_ffmpeg(manifest: dict, source: Path, scratch: Path) -> float:
 
 
 def raw_tools(manifest: dict, source: Path, scratch: Path) -> dict[str, float]:
-    """Seconds of each tool run a video's outputs take, without vidpipe or Dagster around them: the exact
-    encode commands from the manifest (``encode``), the first-frame thumbnail, and the storyboard (from
-    the smallest H.264 rendition), stream packaging and quality measurement by the functions the assets
-    call (``storyboard``, ``stream``, ``quality``; their ffmpeg or packager run is nearly all of them).
-
-    The manifest names files relative to the video's folder: the input (the argument after
-    ``-i``) becomes ``source`` and every output goes to ``scratch``.
+    """Seconds of each tool run a video's outputs take, without vidpipe or Dagster around them: the manifest's
+    renditions encoded in one ffmpeg command with the same settings (``encode``; vidpipe's manifest records two
+    since the playable milestone, the first rung's and the rest's, which the bare tools would not need), the
+    first-frame thumbnail, and the storyboard (from the smallest H.264 rendition), stream packaging and quality
+    measurement by the functions the assets call (``storyboard``, ``stream``, ``quality``; their ffmpeg or
+    packager run is nearly all of them). Every output goes to ``scratch``.
     """
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    times = {"encode": 0.0}
-    for command in manifest["ffmpeg"]["commands"]:
-        argv: list[str] = command["argv"]
-        inputs = {i + 1 for i, arg in enumerate(argv) if arg == "-i"}
-        times["encode"] += timed_command([
-            str(source) if i in inputs else str(scratch / Path(arg).name) if arg.endswith((".mp4", ".webm", ".m4a")) else arg
-            for i, arg in enumerate(argv)
-        ])  # fmt: skip
     info = probe(source)
+    made = {r["name"] for r in manifest["renditions"]}
+    started = time.perf_counter()
+    encoded = run_encode(
+        build_encode_command(source, info, [p for p in plan_ladder(info).renditions if p.rung.name in made], scratch),
+        info,
+    )
+    times = {"encode": time.perf_counter() - started}
     times["thumbnail"] = timed_command(first_frame_command(source, info))
-    renditions = {r["name"]: scratch / Path(r["path"]).name for r in manifest["renditions"]}
-    return times | streaming_outputs(source, info, renditions, scratch)
+    return times | streaming_outputs(source, info, encoded.outputs, scratch)
 
 
 def streaming_outputs(source: Path, info: VideoInfo, renditions: dict[str, Path], scratch: Path) -> dict[str, float]:
@@ -392,7 +393,12 @@ SERVERS = {"postgres": "postgres", "pgbouncer": "postgres", "weed": "weed", "red
 
 
 def many_small(
-    count: int, started: Callable[[], AbstractContextManager[Deployment]], scenario: str, where: str
+    count: int,
+    started: Callable[[], AbstractContextManager[Deployment]],
+    scenario: str,
+    where: str,
+    throughput_target: float,
+    cpu_target: float | None = None,
 ) -> list[dict]:
     """``count`` small clips dropped at once into a running deployment: throughput against a raw loop, and the
     CPU each run costs beyond ffmpeg's (the machine's busy CPU during vidpipe's drop-to-done, less that during
@@ -408,9 +414,10 @@ def many_small(
     # Throughput ratio = (clips / vidpipe time) / (clips / raw time) = raw time / vidpipe time.
     rows = [
         row(scenario, f"{count} clips of 5 s 480p dropped at once {where}: throughput vs a raw loop", [vidpipe_time],
-            [raw_time], "≥", 0.75, ratio="baseline/measured"),
+            [raw_time], "≥", throughput_target, ratio="baseline/measured"),
         {"scenario": scenario, "what": f"CPU per run beyond ffmpeg's {where} (s): busy CPU during drop-to-done less the raw loop's, per clip",
-         "value": round(fixed, 2), "target": "report", "met": True,
+         "value": round(fixed, 2), "target": "report" if cpu_target is None else f"≤ {cpu_target:g} s",
+         "met": cpu_target is None or fixed <= cpu_target,
          "how": f"machine busy CPU {vidpipe_cpu[0]:.1f} s vs raw loop {raw_cpu[0]:.1f} s for {count} clips"},
     ]  # fmt: skip
     if roles:
@@ -439,7 +446,7 @@ def daemon_deployment() -> Iterator[Deployment]:
 
 
 def scenario_many_small(count: int = 40) -> list[dict]:
-    return many_small(count, daemon_deployment, "S4", "on sqlite, one machine")
+    return many_small(count, daemon_deployment, "S4", "on sqlite, one machine", 0.75, cpu_target=5.0)
 
 
 # --- C1 / C4: S1 and S4 on the cluster (PostgreSQL, Celery workers, S3; ./dev.sh cluster) ---
@@ -513,7 +520,7 @@ def scenario_cluster_one_video(repeat: int, seconds: float) -> list[dict]:
 
 
 def scenario_cluster_many_small(count: int = 40) -> list[dict]:
-    return many_small(count, cluster_deployment, "C4", "on the cluster")
+    return many_small(count, cluster_deployment, "C4", "on the cluster", 0.65)
 
 
 # --- S5: a crowded inbox ---
@@ -554,8 +561,9 @@ RUN_JOB_FLAG = "--s6-run-job"
 
 
 def s6_run_job(clip: Path, storage: Path, out: Path) -> None:
-    """In the child process S6 samples: one ``execute_process_video`` run; writes each step's process ids."""
-    _, events = execute_process_video(clip, storage)
+    """In the child process S6 samples: one ``execute_process_video`` run with a process per step (what each
+    step's tree costs); writes each step's process ids."""
+    _, events = execute_process_video(clip, storage, in_one_process=False)
     pids: dict[str, list[int]] = {}
     for e in events:
         event = e.dagster_event

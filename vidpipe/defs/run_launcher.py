@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -55,7 +56,7 @@ from vidpipe.defs.dagster_internals import (
     LaunchRunContext,
     WorkerStatus,
 )
-from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers
+from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers, in_the_daemon
 from vidpipe.processes import PROC, process_start_time
 
 START_TIME_SLACK_SECONDS = 2.0
@@ -93,6 +94,12 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
         self._warm_run_workers = warm_run_workers
         self._warm: WarmRunWorkers | None = None
         """Made with the first run launched warm: only the daemon launches runs."""
+
+    def register_instance(self, instance: dg.DagsterInstance) -> None:
+        super().register_instance(instance)
+        if self._warm_run_workers and in_the_daemon():
+            self._warm = WarmRunWorkers()
+            threading.Thread(target=self._warm.warm_up, name="vidpipe-warm-up", daemon=True).start()
 
     @classmethod
     def config_type(cls) -> dict:

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ffmpeg
@@ -126,7 +127,8 @@ def run_tool(
     """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
 
     ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings). ``niceness``
-    runs the tool with less CPU priority (``nice``); setting ``stop`` kills it (``ToolKilledError``).
+    runs the tool with less CPU priority (``nice``, and its session's autogroup's, ``_lower_autogroup``);
+    setting ``stop`` kills it (``ToolKilledError``).
 
     The process runs in its own process group so a timeout (or our own interruption)
     kills ffmpeg together with anything it started.
@@ -142,6 +144,8 @@ def run_tool(
         cwd=cwd,
     )
 
+    if niceness:
+        _lower_autogroup(proc.pid, niceness)
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     stdout_chunks: list[bytes] = []
 
@@ -207,6 +211,18 @@ def plain_failure(tool: str, stderr_tail: Sequence[str], returncode: int) -> str
         if marker in text:
             return f"{tool} {words}"
     return f"{tool} stopped with an error (exit status {returncode}); its last messages are in the details"
+
+
+def _lower_autogroup(pid: int, niceness: int) -> None:
+    """Give the session of ``pid`` (a tool's own: ``start_new_session``) the niceness ``niceness``.
+
+    Where the kernel groups processes by session for scheduling (``sched_autogroup_enabled``, Debian's
+    default), a process's nice value only counts against the processes of its own session: a tool niced
+    in a session of its own would still take an equal share of the cores from every other session. The
+    session's autogroup niceness is what weighs against those (sched(7)). Without autogroups there is
+    no file, and ``nice`` alone does it."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
 STOP_POLL_SECONDS = 0.2

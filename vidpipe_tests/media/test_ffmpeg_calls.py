@@ -79,6 +79,11 @@ def test_a_tool_that_ends_before_a_stop_runs_to_its_end_and_its_timeout_still_ho
         run_tool(["sleep", "30"], timeout=0.5, stop=threading.Event())
 
 
-def test_a_tool_runs_at_the_niceness_asked_for():
+def test_a_tool_runs_at_the_niceness_asked_for_and_so_does_its_session():
     assert run_tool(["nice"], timeout=10) == f"{os.nice(0)}\n".encode()
     assert run_tool(["nice"], timeout=10, niceness=7) == f"{os.nice(0) + 7}\n".encode()
+    if Path("/proc/self/autogroup").exists():  # the kernel schedules sessions as groups (Debian's default)
+        # (The tool reads its session's niceness once run_tool has set it.)
+        read = ["sh", "-c", "sleep 0.5; cat /proc/self/autogroup"]
+        assert run_tool(read, timeout=10, niceness=7).decode().endswith(" nice 7\n")
+        assert run_tool(read, timeout=10).decode().endswith(" nice 0\n")
