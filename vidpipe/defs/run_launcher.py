@@ -1,8 +1,9 @@
 """A run launcher that starts run workers warm and lets run monitoring notice a run worker that is gone.
 
 Runs of vidpipe's own jobs start from a warm process (``warm_runs``; ``warm_run_workers: false``
-in ``dagster.yaml`` turns it off); other runs, and every run once the code has changed since the
-daemon started, are launched by the code server as ``DefaultRunLauncher`` does.
+in ``dagster.yaml`` turns it off), which starts beside the daemon's first run; that run, runs of
+other code, and every run once the code has changed since the daemon started are launched by the
+code server as ``DefaultRunLauncher`` does.
 
 Dagster's ``DefaultRunLauncher`` starts each run's worker process from the code server but
 cannot tell run monitoring whether that process still exists (its
@@ -56,7 +57,7 @@ from vidpipe.defs.dagster_internals import (
     LaunchRunContext,
     WorkerStatus,
 )
-from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers, in_the_daemon
+from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers
 from vidpipe.processes import PROC, process_start_time
 
 START_TIME_SLACK_SECONDS = 2.0
@@ -95,12 +96,6 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
         self._warm: WarmRunWorkers | None = None
         """Made with the first run launched warm: only the daemon launches runs."""
 
-    def register_instance(self, instance: dg.DagsterInstance) -> None:
-        super().register_instance(instance)
-        if self._warm_run_workers and in_the_daemon():
-            self._warm = WarmRunWorkers()
-            threading.Thread(target=self._warm.warm_up, name="vidpipe-warm-up", daemon=True).start()
-
     @classmethod
     def config_type(cls) -> dict:
         return {"warm_run_workers": dg.Field(bool, is_required=False, default_value=True)}
@@ -115,8 +110,11 @@ class ProcessCheckingRunLauncher(DefaultRunLauncher):
         run = context.dagster_run
         if not (self._warm_run_workers and _of_vidpipe(run)):
             return super().launch_run(context)
-        if self._warm is None:
+        if self._warm is None:  # the first run since the daemon started: the warm process starts beside it
             self._warm = WarmRunWorkers()
+            threading.Thread(target=self._warm.warm_up, name="vidpipe-warm-up", daemon=True).start()
+        if not self._warm.ready():
+            return super().launch_run(context)
         if not self._warm.current():
             self._instance.report_engine_event(
                 "vidpipe's code changed since the daemon started: the run starts in a new process", run, cls=type(self)

@@ -25,7 +25,6 @@ import atexit
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.process
-import sys
 import threading
 from pathlib import Path
 
@@ -43,36 +42,33 @@ WARM = "warm"
 PACKAGE = Path(vidpipe.__file__).resolve().parent
 
 
-def in_the_daemon() -> bool:
-    """Whether this process is the Dagster daemon (``dagster-daemon``, or ``python -m dagster._daemon`` as
-    ``dagster dev`` starts it): the one process that launches runs, where the warm process is worth starting
-    before the first run. Dagster says nothing of it publicly; a process it misses warms up with its first run."""
-    program = Path(sys.argv[0])
-    return program.name == "dagster-daemon" or program.parent.name == "_daemon"
-
-
 def code_fingerprint(package: Path = PACKAGE) -> frozenset[tuple[str, int, int]]:
     """Every Python file of ``package`` with its modification time and size (~2 ms for vidpipe's ~80 files)."""
     return frozenset((str(path), (st := path.stat()).st_mtime_ns, st.st_size) for path in package.rglob("*.py"))
 
 
 class WarmRunWorkers:
-    """The warm process run workers fork from (started with the first run), and whether it still holds the
-    code the ``vidpipe`` package has now."""
+    """The warm process run workers fork from (``warm_up``, in the background of the first launch), and whether it
+    still holds the code the ``vidpipe`` package has now."""
 
     def __init__(self, package: Path = PACKAGE):
         self._package = package
         self._code = code_fingerprint(package)
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
+        self._ready = threading.Event()
         self._workers: list[multiprocessing.process.BaseProcess] = []
         atexit.register(self.stop)
 
     def warm_up(self) -> None:
-        """Start the warm process now (~2 s of imports on 2 cores, in its own process), not with the first run."""
+        """Start the warm process (~2 s of imports on 2 cores, in a process of its own); ``ready`` once it is up."""
         with self._lock:
             self._context.set_forkserver_preload(PRELOAD)
             multiprocessing.forkserver.ensure_running()
+        self._ready.set()
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     def current(self) -> bool:
         """Whether the package's files are still those the warm process was made with."""
@@ -81,7 +77,6 @@ class WarmRunWorkers:
     def start(self, run_id: str, instance_ref: InstanceRef) -> int:
         """Fork a worker that executes the run ``run_id`` of the instance ``instance_ref``; its pid."""
         with self._lock:
-            self._context.set_forkserver_preload(PRELOAD)  # read when the forkserver starts (if not warmed up)
             multiprocessing.active_children()  # reaps the workers that have ended
             self._workers = [worker for worker in self._workers if worker.is_alive()]
             # Not a daemonic process: those may not start processes of their own (a run with a process per step).
