@@ -170,7 +170,9 @@ def video_timeline(instance: dg.DagsterInstance, partition: str, dropped: float)
         stages.append(stage("RUN_DEQUEUED → RUN_STARTING (launch)", dequeued, starting))
     stages += [
         stage(
-            "RUN_STARTING → run worker up (a new Python imports Dagster and vidpipe, loads the job)", starting, worker
+            "RUN_STARTING → run worker up (forked from the warm process; for a daemon's first run a new Python, through the code server)",
+            starting,
+            worker,
         ),
         stage("run worker up → RUN_START", worker or starting, run_start),
     ]
