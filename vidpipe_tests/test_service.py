@@ -2,9 +2,9 @@
 
 The supervisor (``vidpipe-service``, ``vidpipe/service.py``) is tested around a dummy process
 tree first. Then the systemd units of ``deploy/systemd/`` are run as systemd runs them: the
-daemon alone is restarted in the middle of an encode (its run workers fork from it, so it takes
-the run with it, and must re-run it), then all three are stopped as ``systemctl stop`` does in
-the middle of the next encode, and started again they finish that video.
+code server alone is restarted in the middle of an encode (the daemon must reconnect and
+re-run the lost run), then all three are stopped as ``systemctl stop`` does in the middle of
+the next encode, and started again they finish that video.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from vidpipe_tests.harness import (
 )
 
 STOP_LIMIT_SECONDS = 10
-DAEMON_DOWN_SECONDS = 7
-"""Longer than systemd's restart delay (``RestartSec=5``)."""
+CODE_SERVER_DOWN_SECONDS = 7
+"""Longer than run monitoring's poll interval (dagster.yaml): the daemon looks at the lost run while nothing answers."""
 TEST_GRACE_SECONDS = 1
 
 # The supervised part: records the signal handlers it started with and the pids of its tree,
@@ -218,7 +218,7 @@ def systemctl_stop(stack: DagsterStack) -> float:
     return time.monotonic() - started
 
 
-def test_the_units_recover_a_daemon_restart_and_a_stop_mid_encode(unit_stack, long_clip):
+def test_the_units_recover_a_code_server_restart_and_a_stop_mid_encode(unit_stack, long_clip):
     stack = unit_stack
     with stack.logs_shown_on_failure():
         wait_until(
@@ -227,15 +227,16 @@ def test_the_units_recover_a_daemon_restart_and_a_stop_mid_encode(unit_stack, lo
         upload(long_clip, stack.inbox, long_clip.name)
         wait_until(lambda: partial_renditions(stack.storage), ENCODE_TIMEOUT, "the encode", stack.check_alive)
 
-        # The daemon alone stops mid-encode, taking its run with it, and stays down past a
-        # monitoring poll (systemd restarts it after a crash; or a deploy restarts it).
-        daemon = stack.processes["vidpipe-daemon"]
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=STOP_LIMIT_SECONDS) == -signal.SIGTERM
+        # The code server alone stops mid-encode, taking its run with it (a daemon's first run starts
+        # through the code server, the later ones from the daemon's warm process), and stays down past
+        # a monitoring poll (systemd restarts it after a crash; or a deploy restarts it).
+        code_server = stack.processes["vidpipe-code-server"]
+        code_server.send_signal(signal.SIGTERM)
+        assert code_server.wait(timeout=STOP_LIMIT_SECONDS) == -signal.SIGTERM
         killed_encode = set(partial_renditions(stack.storage))
-        time.sleep(DAEMON_DOWN_SECONDS)
-        stack.start_one("vidpipe-daemon", log_suffix="-restarted")
-        # Started again, the daemon fails the lost run and re-runs it: a new encode starts.
+        time.sleep(CODE_SERVER_DOWN_SECONDS)
+        stack.start_one("vidpipe-code-server", log_suffix="-restarted")
+        # The daemon reconnects by itself, fails the lost run and re-runs it: a new encode starts.
         wait_until(
             lambda: set(partial_renditions(stack.storage)) - killed_encode,
             RECOVERY_TIMEOUT,
@@ -244,7 +245,8 @@ def test_the_units_recover_a_daemon_restart_and_a_stop_mid_encode(unit_stack, lo
         )
         [lost] = runs_of(stack.instance, DagsterRunStatus.FAILURE)
 
-        # systemctl stop of all three units in the middle of that encode.
+        # systemctl stop of all three units in the middle of that encode (the re-run's worker forked from
+        # the daemon's warm process: the daemon's stop takes it).
         stopped_in = systemctl_stop(stack)
         print(f"every unit stopped, with all its processes, {stopped_in:.1f} s after SIGTERM")
         assert stopped_in < STOP_LIMIT_SECONDS

@@ -65,14 +65,19 @@ def failures_for_people(
     immediate retry would fail the same way) and said plainly; the video can be re-run
     once there is space. A killed or timed-out ffmpeg goes through the retry policy.
 
-    An interrupt (the run terminated from the UI, Ctrl-C) is final too: Dagster would otherwise
-    hand it to the retry policy, and a run executing in one process would go on as if nothing
-    had been asked; failed, the step ends the run, which Dagster marks canceled.
+    An interrupt of a run someone terminated (from the UI: the run is CANCELING) is final too:
+    Dagster would otherwise hand it to the retry policy, and a run executing in one process would
+    go on as if nothing had been asked; failed, the step ends the run, which Dagster marks
+    canceled. Any other interrupt (vidpipe stopping) goes on as Dagster handles it: the run stays
+    STARTED, to be re-run when vidpipe starts again.
     """
     try:
         try:
             yield
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as err:
+            run = context.instance.get_run_by_id(context.run_id)
+            if run is None or run.status != dg.DagsterRunStatus.CANCELING:
+                raise
             raise dg.Failure(description="stopped: the run was terminated", allow_retries=False) from err
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
