@@ -276,6 +276,18 @@ class DagsterStack:
             raise
 
 
+def command_lines() -> list[list[bytes]]:
+    """The command line of every process running now, as ``/proc/<pid>/cmdline`` splits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                found.append((entry / "cmdline").read_bytes().split(b"\0"))
+        except OSError:  # gone since the listing
+            continue
+    return found
+
+
 def processes_with(*environment: str) -> list[tuple[int, list[bytes]]]:
     """Every process that has each ``NAME=value`` of ``environment`` in its environment: (pid, command line)."""
     markers = [variable.encode() for variable in environment]

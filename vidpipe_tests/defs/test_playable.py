@@ -6,14 +6,13 @@ import json
 import shlex
 import stat
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from vidpipe.defs.catalog import CatalogResource
 from vidpipe.defs.resources import FFmpegResource
-from vidpipe_tests.harness import Pipeline, Watched, watching_publication
+from vidpipe_tests.harness import Pipeline, Watched, command_lines, watching_publication
 
 PLAYABLE = dg.AssetKey("playable")
 HANG_SECONDS = 61.25  # an odd length, to find the sleeps that stand for a hung ffmpeg
@@ -135,15 +134,8 @@ def test_a_refused_first_rendition_stops_the_rest_of_the_ladder_encoding_beside_
     assert not result.success and time.monotonic() - started < HANG_SECONDS / 2
     assert watched.states == [] and watched.missing == []
     assert row_state(pipeline, key) == "rejected"
-    hung = [p for p in Path("/proc").glob("[0-9]*") if f"sleep\0{HANG_SECONDS}".encode() in _cmdline(p)]
+    hung = [argv for argv in command_lines() if argv[:2] == [b"sleep", str(HANG_SECONDS).encode()]]
     assert hung == [], "the rest of the ladder's ffmpeg was left running"
-
-
-def _cmdline(process: Path) -> bytes:
-    try:
-        return (process / "cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def test_a_complete_video_made_again_stays_complete_while_it_is_made(tmp_path, phone_clip):

@@ -10,8 +10,15 @@ from dagster import DagsterEventType, DagsterRunStatus
 
 from vidpipe.defs.run_launcher import ProcessCheckingRunLauncher
 from vidpipe.defs.warm_runs import WARM, WORKER_TAG, WarmRunWorkers
-from vidpipe.processes import PROC
-from vidpipe_tests.harness import RUN_TIMEOUT, DagsterStack, partial_renditions, runs_of, upload, wait_until
+from vidpipe_tests.harness import (
+    RUN_TIMEOUT,
+    DagsterStack,
+    command_lines,
+    partial_renditions,
+    runs_of,
+    upload,
+    wait_until,
+)
 
 GRPC_INFO_TAG = ".dagster/grpc_info"  # what DefaultRunLauncher tags a run it launched through the code server with
 
@@ -22,17 +29,13 @@ def started_process_events(stack: DagsterStack, run_id: str) -> list[str]:
     return [message for message in messages if "process for run" in message.lower()]
 
 
-def ffmpeg_of(storage: Path) -> list[str]:
+def ffmpeg_of(storage: Path) -> list[list[bytes]]:
     """The ffmpeg processes running on files under ``storage``."""
-    found = []
-    for process in PROC.glob("[0-9]*"):
-        try:
-            argv = (process / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"ffmpeg") and any(str(storage).encode() in arg for arg in argv):
-            found.append(process.name)
-    return found
+    return [
+        argv
+        for argv in command_lines()
+        if argv[0].endswith(b"ffmpeg") and any(str(storage).encode() in arg for arg in argv)
+    ]
 
 
 def test_the_daemons_later_runs_start_warm_and_a_terminated_one_stops_with_its_ffmpeg(
