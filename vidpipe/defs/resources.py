@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from PIL import Image
 
-from vidpipe.defs.storage import VideoStorage, downloaded, is_missing
+from vidpipe.defs.storage import VideoStorage, downloaded, is_missing, shared_client
 from vidpipe.inbox import (
     EMPTY_SETTLE_SECONDS,
     HASH_BUDGET_SECONDS,
@@ -35,6 +35,7 @@ from vidpipe.media.errors import UploadError
 from vidpipe.media.ffmpeg_calls import Limits, Tools
 from vidpipe.media.ladder import PlannedRendition
 from vidpipe.media.packaging import StreamInput, StreamPackage, package_stream
+from vidpipe.media.priority import CpuPriority
 from vidpipe.media.probe import VideoInfo, probe
 from vidpipe.media.quality import QualityReport, Rendition, quality_report
 from vidpipe.media.storyboard import Storyboard, make_storyboard
@@ -88,15 +89,15 @@ class FFmpegResource(dg.ConfigurableResource):
         out_dir: Path,
         on_progress: Callable[[Progress], None] | None = None,
         *,
-        niceness: int = 0,
+        priority: CpuPriority | None = None,
         stop: threading.Event | None = None,
     ) -> tuple[EncodeCommand, Encoded]:
         """Encode every plan in one ffmpeg process; return its command, the published files and
-        what decoding met. ``niceness`` and ``stop``: see ``run_tool``."""
+        what decoding met. ``priority`` and ``stop``: see ``run_tool``."""
         tools = self.tools()
         command = build_encode_command(source, info, plans, out_dir, tools)
         encoded = run_encode(
-            command, info, tools, on_progress=on_progress, subject=str(source), niceness=niceness, stop=stop
+            command, info, tools, on_progress=on_progress, subject=str(source), priority=priority, stop=stop
         )
         return command, encoded
 
@@ -175,13 +176,13 @@ class S3Inbox(InboxResource):
     scratch: str
 
     def listing(self) -> InboxListing:
-        return S3Listing(self.s3.get_client(), self.bucket, self.prefix)
+        return S3Listing(shared_client(self.s3), self.bucket, self.prefix)
 
     @contextmanager
     def fetch(self, name_ref: str) -> Iterator[Path]:
         name = upload_name(name_ref)
         try:
-            with downloaded(self.s3.get_client(), self.bucket, self.prefix + name, self.scratch, "upload") as local:
+            with downloaded(shared_client(self.s3), self.bucket, self.prefix + name, self.scratch, "upload") as local:
                 yield local
         except ClientError as err:
             if is_missing(err):

@@ -16,6 +16,7 @@ from vidpipe.media.errors import InvalidMediaError, StorageFullError, ToolFailed
 from vidpipe.media.ffmpeg_calls import DEFAULT_TOOLS, STDERR_TAIL_LINES, Node, Tools, run_tool
 from vidpipe.media.files import fsync_dir, publish, temporary_sibling
 from vidpipe.media.ladder import KEYFRAME_INTERVAL_SECONDS, PlannedRendition, Rung
+from vidpipe.media.priority import CpuPriority
 from vidpipe.media.probe import VideoInfo
 
 # No -xerror: the encode decodes past a damaged unit (the gate has refused what is truncated or
@@ -272,11 +273,11 @@ def run_encode(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     subject: str | None = None,
-    niceness: int = 0,
+    priority: CpuPriority | None = None,
     stop: threading.Event | None = None,
 ) -> Encoded:
     """Run the command; publish every output only if ffmpeg succeeded and enough decoded, else leave none.
-    ``niceness`` and ``stop`` go to ``run_tool``.
+    ``priority`` and ``stop`` go to ``run_tool``.
 
     Damaged units are decoded past and counted (``DecodeReport``). A source with more than
     ``Limits.max_damaged_fraction`` of its video frames damaged or lost, or that ffmpeg gave up on,
@@ -293,7 +294,7 @@ def run_encode(
                 on_stdout_line=parser.feed,
                 on_stderr_line=watcher.feed,
                 subject=subject,
-                niceness=niceness,
+                priority=priority,
                 stop=stop,
             )
         except ToolFailedError as err:

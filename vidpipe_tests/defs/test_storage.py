@@ -1,23 +1,27 @@
 """Both storages behave alike (``VideoStorage``), the S3 one against a real S3 server (SeaweedFS on loopback)."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import uuid
 from pathlib import Path
 
+import botocore.loaders
 import dagster as dg
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from vidpipe.definitions import deployment_resources
 from vidpipe.defs.assets.thumbnails import first_frame_of
-from vidpipe.defs.resources import FFmpegResource
+from vidpipe.defs.resources import FFmpegResource, S3Inbox
 from vidpipe.defs.storage import (
     LocalVideoStorage,
     S3VideoStorage,
     VideoStorage,
     scratch_folder,
+    shared_client,
     shared_copies,
     sweep_scratch,
 )
@@ -169,6 +173,35 @@ def test_a_large_file_is_uploaded_in_parts_and_an_unfinished_upload_is_aborted(s
     with storage.fetch(key, "renditions/h264_1080p.mp4") as local:
         assert local.stat().st_size == large
     assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_process_makes_one_s3_client_for_every_storage_and_inbox_and_a_forked_one_its_own(
+    s3_server, tmp_path, monkeypatch
+):
+    """dagster-aws parses botocore's S3 model again for every client (~0.2 s of CPU): once per process."""
+    loads: list[tuple[str, str]] = []
+    real = botocore.loaders.Loader.load_service_model
+
+    def counted(loader, service_name, type_name, *args, **kwargs):
+        loads.append((service_name, type_name))
+        return real(loader, service_name, type_name, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.loaders.Loader, "load_service_model", counted)
+    settings = s3_resource(s3_server).model_dump() | {"max_attempts": 7}  # settings no other test's client has
+    storages = [
+        S3VideoStorage(s3=S3Resource(**settings), bucket=BUCKET, prefix=f"{i}/", scratch=str(tmp_path))
+        for i in range(3)
+    ]
+    inbox = S3Inbox(s3=S3Resource(**settings), bucket=BUCKET, prefix="inbox/", scratch=str(tmp_path))
+    for storage in storages:
+        assert storage.manifest(partition_key("clip.mp4", "0" * 64)) is None  # a request each
+    assert inbox.listing().candidates() == {}
+    assert loads.count(("s3", "service-2")) == 1, loads
+    ours = shared_client(storages[0].s3)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        os._exit(0 if shared_client(storages[0].s3) is not ours else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0, "a forked process used its parent's client"
 
 
 def test_a_video_processed_on_s3_storage_is_complete_and_consistent_whenever_it_is_looked_at(

@@ -13,6 +13,7 @@ import pytest
 
 from vidpipe.media.errors import ToolKilledError, ToolMissingError, ToolTimeoutError
 from vidpipe.media.ffmpeg_calls import run_tool
+from vidpipe.media.priority import CpuPriority
 
 
 def test_a_missing_binary_is_named(tmp_path):
@@ -79,11 +80,21 @@ def test_a_tool_that_ends_before_a_stop_runs_to_its_end_and_its_timeout_still_ho
         run_tool(["sleep", "30"], timeout=0.5, stop=threading.Event())
 
 
-def test_a_tool_runs_at_the_niceness_asked_for_and_so_does_its_session():
+def test_a_tool_runs_at_the_priority_asked_for_and_so_does_its_session_until_it_is_changed():
     assert run_tool(["nice"], timeout=10) == f"{os.nice(0)}\n".encode()
-    assert run_tool(["nice"], timeout=10, niceness=7) == f"{os.nice(0) + 7}\n".encode()
+    assert run_tool(["nice"], timeout=10, priority=CpuPriority(7)) == f"{os.nice(0) + 7}\n".encode()
+    # (The tool reads its niceness and its session's once run_tool has set them, and again once the test has.)
+    report = "nice; cat /proc/self/autogroup 2>/dev/null || echo no autogroups"
+    read = ["sh", "-c", f"sleep 0.5; {report}; sleep 1.5; {report}"]
+    priority = CpuPriority(7)
+    changed = threading.Timer(1.0, priority.set, args=(0,))
+    changed.start()
+    before_nice, before_group, after_nice, after_group = (
+        run_tool(read, timeout=10, priority=priority).decode().splitlines()
+    )
+    changed.join()
+    assert int(before_nice) == os.nice(0) + 7
+    if os.geteuid() == 0:  # lowering a thread's nice value again needs CAP_SYS_NICE
+        assert int(after_nice) == os.nice(0)
     if Path("/proc/self/autogroup").exists():  # the kernel schedules sessions as groups (Debian's default)
-        # (The tool reads its session's niceness once run_tool has set it.)
-        read = ["sh", "-c", "sleep 0.5; cat /proc/self/autogroup"]
-        assert run_tool(read, timeout=10, niceness=7).decode().endswith(" nice 7\n")
-        assert run_tool(read, timeout=10).decode().endswith(" nice 0\n")
+        assert before_group.endswith(" nice 7") and after_group.endswith(" nice 0")

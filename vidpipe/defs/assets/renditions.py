@@ -1,6 +1,6 @@
 """The ``renditions`` group: one asset per rung and the ladder, made by one op: the rung the video is first
-published with in one ffmpeg run and the rest of the ladder in another beside it, at a lower CPU priority; the
-playable milestone (``playable``) as soon as the first is made, then the rest."""
+published with in one ffmpeg run and the rest of the ladder in another beside it, at a lower CPU priority while
+a first rung encodes on the machine; the playable milestone (``playable``) as soon as the first is made, then the rest."""
 
 import threading
 import time
@@ -41,6 +41,7 @@ from vidpipe.media.manifest import (
     SourceVideo,
     manifest_state,
 )
+from vidpipe.media.priority import CpuPriority, urgent, urgent_work_running
 from vidpipe.media.probe import VideoInfo
 from vidpipe.media.thumbnail import ThumbnailFile
 
@@ -48,7 +49,7 @@ from vidpipe.media.thumbnail import ThumbnailFile
 def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
     """One asset per rung, ``renditions/ladder`` (the video's set of renditions) and ``playable``, all made by
     one op. With ``playable`` selected, the op encodes the rung the video is first published with in one ffmpeg
-    run and the other selected rungs in a second one beside it (decoded once, at ``REST_NICENESS``), publishes the
+    run and the other selected rungs in a second one beside it (decoded once, at ``REST_NICENESS`` while urgent work runs), publishes the
     playable milestone as soon as the first is made, then waits for the rest; without it (a one-rung backfill),
     only the latter. The first rung's run decodes the source a second time: for a 30 s 1080p clip on 2 cores
     ~9 s of CPU, and the ladder ends ~3 s (8 %) later than in one ffmpeg run (benchmarks/README.md, S12). That
@@ -127,11 +128,19 @@ def build_rendition_asset(ladder: tuple[Rung, ...]) -> dg.AssetsDefinition:
             if first is not None:
                 reused = _made_by_this_run(context, first, ffmpeg, storage, key)
                 with encode.alongside(rest_planned, start_now=not reused) as rest_done:
-                    made = reused or encode([first], terminal_progress=not rest_planned)
-                    yield _output(made[first.rung.name], storage, key)
-                    yield publish_playable(
-                        context, source_video, made[first.rung.name], thumbnail, audio_kbps, ffmpeg, storage, catalog
-                    )
+                    with urgent():
+                        made = reused or encode([first], terminal_progress=not rest_planned)
+                        yield _output(made[first.rung.name], storage, key)
+                        yield publish_playable(
+                            context,
+                            source_video,
+                            made[first.rung.name],
+                            thumbnail,
+                            audio_kbps,
+                            ffmpeg,
+                            storage,
+                            catalog,
+                        )
                     rest = rest_done()
             else:
                 rest = encode(rest_planned)
@@ -201,11 +210,10 @@ def _output(rendition: RenditionFile, storage: VideoStorage, key: str) -> dg.Out
 
 
 REST_NICENESS = 10
-"""The CPU niceness of the rest of the ladder's ffmpeg while the first rung encodes beside it. The first rung's
-ffmpeg runs at the usual priority and is decoding-bound (about 1.6 of 2 cores for a 1080p source): beside it the
-rest takes what is left, and the whole ladder ends ~3 s after a one-process ladder instead of ~7 s (30 s 1080p,
-2 cores, benchmarks/README.md). The rest keeps the lower priority to the end: across videos, work that makes a
-video playable goes before work that completes one."""
+"""The CPU niceness of the rest of the ladder's ffmpeg while urgent work (a first rung, a playable stream:
+``priority.urgent``) runs on the machine, this video's or another's. The first rung's ffmpeg runs at the usual
+priority and is decoding-bound (about 1.6 of 2 cores for a 1080p source): beside it the rest takes what is left,
+and gets the usual priority back as soon as nothing urgent runs (checked every second)."""
 
 
 class _Encoder:
@@ -244,6 +252,7 @@ class _Encoder:
         self._announce(planned, beside=True)
         latest: list[Progress] = []
         stop = threading.Event()
+        priority = CpuPriority(REST_NICENESS)
 
         def on_progress(progress: Progress) -> None:
             PROGRESS_LOG.debug("encoding", extra={"progress": progress})
@@ -252,6 +261,7 @@ class _Encoder:
         def finished() -> dict[str, RenditionFile]:
             log = _progress_logger(self.context, terminal=False)
             while True:
+                priority.set(REST_NICENESS if urgent_work_running() else 0)
                 try:
                     result = future.result(timeout=1.0)
                 except TimeoutError:
@@ -263,7 +273,7 @@ class _Encoder:
                 return self._recorded(planned, *result)
 
         with ThreadPoolExecutor(max_workers=1) as background:
-            future = background.submit(self._run, planned, on_progress, niceness=REST_NICENESS, stop=stop)
+            future = background.submit(self._run, planned, on_progress, priority=priority, stop=stop)
             try:
                 yield finished
             finally:
@@ -279,14 +289,14 @@ class _Encoder:
         planned: list[PlannedRendition],
         on_progress: Callable[[Progress], None],
         *,
-        niceness: int = 0,
+        priority: CpuPriority | None = None,
         stop: threading.Event | None = None,
     ) -> tuple[EncodeCommand, Encoded, dict[str, VideoInfo]]:
         """One ffmpeg run of ``planned``, its files published; touches no Dagster context (it may run in a
         thread of its own)."""
         with self.storage.publishing(self.source.key, RENDITIONS_FOLDER) as out_dir:
             command, encoded = self.ffmpeg.encode(
-                self.original, self.source.info, planned, out_dir, on_progress, niceness=niceness, stop=stop
+                self.original, self.source.info, planned, out_dir, on_progress, priority=priority, stop=stop
             )
             # ffprobe is mostly process start-up: probing the outputs side by side saves ~1 s.
             with ThreadPoolExecutor(max_workers=4) as pool:

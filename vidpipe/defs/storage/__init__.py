@@ -28,7 +28,7 @@ from vidpipe.defs.storage.base import (
     sweep_scratch,
 )
 from vidpipe.defs.storage.local import LocalVideoStorage
-from vidpipe.defs.storage.s3 import S3VideoStorage, downloaded, is_missing
+from vidpipe.defs.storage.s3 import S3VideoStorage, downloaded, is_missing, shared_client
 
 __all__ = [
     "LocalVideoStorage",
@@ -40,6 +40,7 @@ __all__ = [
     "is_missing",
     "is_published",
     "scratch_folder",
+    "shared_client",
     "shared_copies",
     "sweep_scratch",
 ]

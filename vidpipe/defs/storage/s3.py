@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -12,7 +14,6 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
 from vidpipe.defs.storage.base import (
     PartialCopy,
@@ -29,6 +30,22 @@ from vidpipe.media.files import (
     sha256_file,
 )
 from vidpipe.media.keys import content_hash_of, is_partition_key
+
+_CLIENTS: dict[tuple[int, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def shared_client(s3: S3Resource) -> Any:
+    """This process's boto3 client for ``s3``'s settings, made once and shared (boto3 clients are thread-safe).
+
+    dagster-aws makes a new session for every ``get_client()``, and with it parses botocore's S3 model again:
+    ~0.2 s of CPU, which every step of a run and the sensor at every tick paid (benchmarks/README.md, C4). A
+    forked process makes its own: a client's open connections are not to be shared across a fork."""
+    key = (os.getpid(), s3.model_dump_json())
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = s3.get_client()
+        return _CLIENTS[key]
 
 
 def is_missing(err: ClientError) -> bool:
@@ -61,7 +78,6 @@ class S3VideoStorage(VideoStorage):
     prefix: str = ""
     scratch: str
     """A local folder for downloads and outputs in the making; no other machine reads it."""
-    _boto_client: Any = PrivateAttr(default=None)
 
     def store_original(self, key: str, upload: Path, name: str, name_ref: str) -> StoredOriginal:
         sha256 = sha256_file(upload)
@@ -134,10 +150,7 @@ class S3VideoStorage(VideoStorage):
         )
 
     def _client(self) -> Any:
-        """One boto3 client per storage (thread-safe; making one costs tens of milliseconds)."""
-        if self._boto_client is None:
-            self._boto_client = self.s3.get_client()
-        return self._boto_client
+        return shared_client(self.s3)
 
     def _object(self, path: str) -> str:
         return f"{self.prefix}{path}"
