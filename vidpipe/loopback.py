@@ -20,6 +20,7 @@ group of its own and is stopped with ``stop()``.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -311,8 +312,12 @@ def _started(server: ServerT, answers: Callable[[], bool], what: str, log: Path,
 
 
 def _free_port_block(count: int) -> list[int]:
-    """``count`` consecutive loopback ports that are free, with their gRPC twins (+10000) free too."""
-    for base in range(20000, 30000, 50):
+    """``count`` consecutive loopback ports that are free, with their gRPC twins (+10000) free too. Blocks are
+    tried in a random order: two servers started at the same moment (two test processes) would otherwise both
+    find the same first block free."""
+    bases = list(range(20000, 30000, 50))
+    random.shuffle(bases)
+    for base in bases:
         ports = list(range(base, base + count))
         if all(_is_free(port) and _is_free(port + GRPC_OFFSET) for port in ports):
             return ports
