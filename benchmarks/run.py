@@ -396,13 +396,31 @@ kind of its processes has used so far (``cluster_cpu_by_role``)."""
 
 ROLE_WORDS = {
     "workers": "on the Celery workers, less the raw loop's ffmpeg",
-    "dagster": "in the webserver, daemon, code server and run workers",
+    "daemon": "in the Dagster daemon",
+    "code server": "in the code server (sensor evaluations, run plans)",
+    "run workers": "in the run workers (forked from the warm process) and the rest of Dagster's processes",
+    "webserver": "in the Dagster webserver",
     "postgres": "in PostgreSQL and PgBouncer",
     "weed": "in SeaweedFS (S3)",
     "redis": "in Redis",
     "elsewhere": "outside the cluster's live processes (the benchmark's own polling, exited processes)",
 }
 SERVERS = {"postgres": "postgres", "pgbouncer": "postgres", "weed": "weed", "redis-server": "redis"}
+DAGSTER_ROLES = (
+    ("dagster._daemon", "daemon"),
+    ("dagster-daemon", "daemon"),
+    ("dagster_webserver", "webserver"),
+    ("code-server", "code server"),
+    ("api grpc", "code server"),
+)
+"""Words of a Dagster process's command line → its role, the first that matches (``dagster dev`` gives the
+daemon and the webserver the code server's ``--grpc-…`` address); any other (the run workers' forkserver and
+the processes that started the cluster) is "run workers"."""
+
+
+def dagster_role(argv: list[bytes]) -> str:
+    words = b" ".join(argv).decode(errors="replace")
+    return next((role for word, role in DAGSTER_ROLES if word in words), "run workers")
 
 
 def many_small(
@@ -503,7 +521,7 @@ def cluster_deployment() -> Iterator[Deployment]:
             roles: dict[str, list[int]] = {role: [] for role in ROLE_WORDS if role != "elsewhere"}
             for pid, argv in cluster_processes(cluster.data):
                 program = Path(argv[0].decode()).name
-                role = "workers" if pid in workers else SERVERS.get(program, "dagster")
+                role = "workers" if pid in workers else SERVERS.get(program) or dagster_role(argv)
                 roles[role].append(pid)
             return {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
 
