@@ -29,8 +29,7 @@ def urgent(folder: Path = URGENT_DIR) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         # Locked before it gets a name others look at: a mark under its final name is never unlocked in use.
-        os.rename(mark, mark.with_name(mark.name[1:]))
-        mark = mark.with_name(mark.name[1:])
+        mark = mark.rename(mark.with_name(mark.name.removeprefix(".")))
         yield
     finally:
         mark.unlink(missing_ok=True)
